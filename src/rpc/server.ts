@@ -1,0 +1,225 @@
+import net from 'node:net';
+import { GvError } from '../errors.js';
+import { XdrWriter } from '../xdr/writer.js';
+import {
+  accept_stat, acceptedError, acceptedHeader, auth_stat, authError, AUTH_NONE, AUTH_SYS,
+  decodeCall, progMismatch, rpcMismatch, type RpcCall,
+} from './message.js';
+import { RecordDecoder, recordMark } from './record.js';
+
+export interface ConnInfo {
+  remoteAddress: string;
+  remotePort: number;
+}
+
+/** What a procedure handler returns: the result bytes after `accept_stat SUCCESS`, or an error. */
+export type ProcResult = Buffer | Buffer[] | { stat: accept_stat.PROC_UNAVAIL | accept_stat.GARBAGE_ARGS | accept_stat.SYSTEM_ERR };
+
+export interface RpcProgram {
+  readonly prog: number;
+  readonly low: number;
+  readonly high: number;
+  /** Called for a well-formed call to a supported version. Throwing GvError('PROTOCOL') → GARBAGE_ARGS. */
+  handle(call: RpcCall, conn: ConnInfo): ProcResult | Promise<ProcResult>;
+}
+
+export interface RpcServerOptions {
+  maxRecordSize?: number;
+  maxConnections?: number;
+  /** Calls in flight per connection before the server stops reading from it. */
+  maxInFlight?: number;
+  /** Refuse calls from source ports >= 1024 (AUTH_TOOWEAK). */
+  requirePrivilegedPort?: boolean;
+  idleTimeoutMs?: number;
+  onError?: (err: unknown, where: string) => void;
+}
+
+export interface RpcStats {
+  calls: number;
+  garbage: number;
+  droppedConnections: number;
+}
+
+/** ONC RPC over TCP: record marking, dispatch by program/version, replies matched by xid. */
+export class RpcServer {
+  private readonly programs = new Map<number, RpcProgram>();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly servers: net.Server[] = [];
+  private inFlightTotal = 0;
+  private drainWaiters: (() => void)[] = [];
+  readonly stats: RpcStats = { calls: 0, garbage: 0, droppedConnections: 0 };
+  private readonly opts: Required<Omit<RpcServerOptions, 'onError'>> & Pick<RpcServerOptions, 'onError'>;
+
+  constructor(opts: RpcServerOptions = {}) {
+    this.opts = {
+      maxRecordSize: opts.maxRecordSize ?? (1 << 20) + 4096,
+      maxConnections: opts.maxConnections ?? 512,
+      maxInFlight: opts.maxInFlight ?? 64,
+      requirePrivilegedPort: opts.requirePrivilegedPort ?? false,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 15 * 60_000,
+      onError: opts.onError,
+    };
+  }
+
+  register(p: RpcProgram): void {
+    this.programs.set(p.prog, p);
+  }
+
+  /** Listen on host:port; resolves with the bound port (0 picks a free one). */
+  listen(port: number, host: string): Promise<number> {
+    const srv = net.createServer({ noDelay: true }, (s) => this.accept(s));
+    srv.maxConnections = this.opts.maxConnections;
+    this.servers.push(srv);
+    return new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(port, host, () => {
+        srv.off('error', reject);
+        resolve((srv.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  /** Stop accepting, wait (bounded) for in-flight calls, close connections. */
+  async close(timeoutMs = 5000): Promise<void> {
+    for (const s of this.servers) s.close();
+    if (this.inFlightTotal > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, timeoutMs);
+        this.drainWaiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+  }
+
+  get connectionCount(): number {
+    return this.sockets.size;
+  }
+
+  private accept(sock: net.Socket): void {
+    this.sockets.add(sock);
+    sock.setNoDelay(true);
+    sock.setTimeout(this.opts.idleTimeoutMs, () => sock.destroy());
+    const conn: ConnInfo = {
+      remoteAddress: normaliseAddress(sock.remoteAddress ?? ''),
+      remotePort: sock.remotePort ?? 0,
+    };
+    let inFlight = 0;
+    let paused = false;
+    const resumeIfIdle = () => {
+      if (paused && inFlight < this.opts.maxInFlight && sock.writableLength < 8 << 20) {
+        paused = false;
+        sock.resume();
+      }
+    };
+    sock.on('drain', resumeIfIdle);
+    const decoder = new RecordDecoder(this.opts.maxRecordSize, (record) => {
+      inFlight++;
+      this.inFlightTotal++;
+      if (inFlight >= this.opts.maxInFlight && !paused) {
+        paused = true;
+        sock.pause();
+      }
+      const done = () => {
+        inFlight--;
+        this.inFlightTotal--;
+        if (this.inFlightTotal === 0 && this.drainWaiters.length) {
+          for (const w of this.drainWaiters.splice(0)) w();
+        }
+        resumeIfIdle();
+      };
+      this.dispatch(record, conn).then(
+        (reply) => {
+          if (reply && !sock.destroyed) writeReply(sock, reply);
+          if (sock.writableLength >= 8 << 20 && !paused) {
+            paused = true;
+            sock.pause();
+          }
+          done();
+        },
+        (err) => {
+          this.opts.onError?.(err, 'dispatch');
+          done();
+        },
+      );
+    });
+    sock.on('data', (chunk: Buffer) => {
+      try {
+        decoder.push(chunk);
+      } catch (err) {
+        this.stats.droppedConnections++;
+        this.opts.onError?.(err, 'record');
+        sock.destroy();
+      }
+    });
+    sock.on('error', () => sock.destroy());
+    sock.on('close', () => this.sockets.delete(sock));
+  }
+
+  /** Decode, authenticate and run one call; returns the reply chunks or null to drop it. */
+  async dispatch(record: Buffer, conn: ConnInfo): Promise<Buffer[] | null> {
+    let call: RpcCall;
+    try {
+      const c = decodeCall(record);
+      if ('notCall' in c) return null; // a REPLY sent to us: ignore
+      call = c;
+    } catch {
+      this.stats.garbage++;
+      return null; // header too short to carry an xid we can trust
+    }
+    this.stats.calls++;
+    const xid = call.xid;
+    if (call.rpcvers !== 2) return [rpcMismatch(xid)];
+    if (call.credFlavor !== AUTH_NONE && call.credFlavor !== AUTH_SYS) return [authError(xid, auth_stat.AUTH_REJECTEDCRED)];
+    if (call.credFlavor === AUTH_SYS && call.authSys === null) return [authError(xid, auth_stat.AUTH_BADCRED)];
+    if (this.opts.requirePrivilegedPort && conn.remotePort >= 1024 && call.proc !== 0) {
+      return [authError(xid, auth_stat.AUTH_TOOWEAK)];
+    }
+    const prog = this.programs.get(call.prog);
+    if (!prog) return [acceptedError(xid, accept_stat.PROG_UNAVAIL)];
+    if (call.vers < prog.low || call.vers > prog.high) return [progMismatch(xid, prog.low, prog.high)];
+    let result: ProcResult;
+    try {
+      result = await prog.handle(call, conn);
+    } catch (err) {
+      if (err instanceof GvError && err.code === 'PROTOCOL') {
+        this.stats.garbage++;
+        return [acceptedError(xid, accept_stat.GARBAGE_ARGS)];
+      }
+      this.opts.onError?.(err, `prog ${call.prog} proc ${call.proc}`);
+      return [acceptedError(xid, accept_stat.SYSTEM_ERR)];
+    }
+    if (!Buffer.isBuffer(result) && !Array.isArray(result)) return [acceptedError(xid, result.stat)];
+    const head = acceptedHeader(new XdrWriter(24), xid, accept_stat.SUCCESS).bytes();
+    if (Buffer.isBuffer(result)) return [head, result];
+    return [head, ...result];
+  }
+}
+
+function writeReply(sock: net.Socket, chunks: Buffer[]): void {
+  let total = 0;
+  for (const c of chunks) total += c.length;
+  if (total <= 16384) {
+    // Small reply: one write of one buffer.
+    const out = Buffer.allocUnsafe(4 + total);
+    out.writeUInt32BE((0x80000000 | total) >>> 0, 0);
+    let off = 4;
+    for (const c of chunks) {
+      c.copy(out, off);
+      off += c.length;
+    }
+    sock.write(out);
+    return;
+  }
+  sock.cork();
+  sock.write(recordMark(total));
+  for (const c of chunks) if (c.length) sock.write(c);
+  sock.uncork();
+}
+
+export function normaliseAddress(a: string): string {
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
