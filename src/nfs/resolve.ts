@@ -1,0 +1,28 @@
+import { GvError } from '../errors.js';
+import type { FileId, ZoneFs } from '../vfs/types.js';
+import { decodeHandle, encodeHandle } from './handle.js';
+
+export interface ZoneRegistry {
+  byId(zoneId: number): ZoneFs | undefined;
+  list(): ZoneFs[];
+}
+
+export interface Resolved {
+  zone: ZoneFs;
+  id: FileId;
+}
+
+/** Handle → (zone, FileId): BADHANDLE for bytes we never issued, STALE for a gone file or zone. */
+export async function resolveHandle(zones: ZoneRegistry, fh: Buffer): Promise<Resolved> {
+  const h = decodeHandle(fh);
+  if (!h) throw new GvError('BADHANDLE', 'malformed file handle');
+  const zone = zones.byId(h.zoneId);
+  if (!zone) throw new GvError('ESTALE', `no zone ${h.zoneId}`);
+  const gen = await zone.generation(h.fileid);
+  if (gen !== h.generation) throw new GvError('ESTALE', 'generation mismatch');
+  return { zone, id: h.fileid };
+}
+
+export async function handleFor(zone: ZoneFs, id: FileId): Promise<Buffer> {
+  return encodeHandle(zone.zoneId, id, await zone.generation(id));
+}
