@@ -28,6 +28,8 @@ export interface RpcServerOptions {
   maxConnections?: number;
   /** Calls in flight per connection before the server stops reading from it. */
   maxInFlight?: number;
+  /** Bytes of call records being processed across all connections before reading pauses. */
+  maxInFlightBytes?: number;
   /** Refuse calls from source ports >= 1024 (AUTH_TOOWEAK). */
   requirePrivilegedPort?: boolean;
   idleTimeoutMs?: number;
@@ -46,6 +48,9 @@ export class RpcServer {
   private readonly sockets = new Set<net.Socket>();
   private readonly servers: net.Server[] = [];
   private inFlightTotal = 0;
+  private inFlightBytes = 0;
+  /** Connections paused because the global byte budget was exhausted. */
+  private readonly starved = new Set<() => void>();
   private drainWaiters: (() => void)[] = [];
   readonly stats: RpcStats = { calls: 0, garbage: 0, droppedConnections: 0 };
   private readonly opts: Required<Omit<RpcServerOptions, 'onError'>> & Pick<RpcServerOptions, 'onError'>;
@@ -55,6 +60,7 @@ export class RpcServer {
       maxRecordSize: opts.maxRecordSize ?? (1 << 20) + 4096,
       maxConnections: opts.maxConnections ?? 512,
       maxInFlight: opts.maxInFlight ?? 64,
+      maxInFlightBytes: opts.maxInFlightBytes ?? 256 << 20,
       requirePrivilegedPort: opts.requirePrivilegedPort ?? false,
       idleTimeoutMs: opts.idleTimeoutMs ?? 15 * 60_000,
       onError: opts.onError,
@@ -110,26 +116,39 @@ export class RpcServer {
     let inFlight = 0;
     let paused = false;
     const resumeIfIdle = () => {
-      if (paused && inFlight < this.opts.maxInFlight && sock.writableLength < 8 << 20) {
-        paused = false;
-        sock.resume();
+      if (!paused || sock.destroyed) return;
+      if (inFlight >= this.opts.maxInFlight || sock.writableLength >= 8 << 20) return;
+      if (this.inFlightBytes >= this.opts.maxInFlightBytes && inFlight > 0) {
+        this.starved.add(resumeIfIdle);
+        return;
       }
+      paused = false;
+      this.starved.delete(resumeIfIdle);
+      sock.resume();
     };
     sock.on('drain', resumeIfIdle);
+    sock.on('close', () => this.starved.delete(resumeIfIdle));
     const decoder = new RecordDecoder(this.opts.maxRecordSize, (record) => {
+      const size = record.length;
       inFlight++;
       this.inFlightTotal++;
-      if (inFlight >= this.opts.maxInFlight && !paused) {
+      this.inFlightBytes += size;
+      if (!paused && (inFlight >= this.opts.maxInFlight || this.inFlightBytes >= this.opts.maxInFlightBytes)) {
         paused = true;
         sock.pause();
+        if (this.inFlightBytes >= this.opts.maxInFlightBytes) this.starved.add(resumeIfIdle);
       }
       const done = () => {
         inFlight--;
         this.inFlightTotal--;
+        this.inFlightBytes -= size;
         if (this.inFlightTotal === 0 && this.drainWaiters.length) {
           for (const w of this.drainWaiters.splice(0)) w();
         }
         resumeIfIdle();
+        if (this.starved.size && this.inFlightBytes < this.opts.maxInFlightBytes) {
+          for (const wake of [...this.starved]) wake();
+        }
       };
       this.dispatch(record, conn).then(
         (reply) => {
