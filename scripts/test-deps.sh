@@ -4,7 +4,7 @@
 # (qemu, busybox, cpio; the kernel itself is fetched by the test harness with apt-get download),
 # rpcbind/showmount for portmapper checks.
 set -euo pipefail
-pkgs=(libnfs-utils libnfs-dev gcc make python3 g++ qemu-system-x86 busybox-static cpio rpcbind nfs-common)
+pkgs=(libnfs-utils libnfs-dev gcc make python3 g++ qemu-system-x86 busybox-static cpio rpcbind nfs-common zfs-fuse)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

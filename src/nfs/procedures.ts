@@ -90,7 +90,7 @@ export const NULL: Procedure = async () => Buffer.alloc(0);
 export const GETATTR: Procedure = async (r, ctx, env) => {
   const fh = readFh(r);
   try {
-    const res = await resolveHandle(env.zones, fh);
+    const res = await resolveHandle(env.zones, fh, ctx.client);
     const attr = await res.zone.getattr(ctx, res.id);
     const w = new XdrWriter(96);
     w.u32(nfsstat3.NFS3_OK);
@@ -108,7 +108,7 @@ export const SETATTR: Procedure = async (r, ctx, env) => {
   const guard = r.bool() ? readTime(r) : undefined;
   let res: Resolved | undefined;
   try {
-    res = await resolveHandle(env.zones, fh);
+    res = await resolveHandle(env.zones, fh, ctx.client);
     const wcc = await res.zone.setattr(ctx, res.id, attrs, guard);
     return statusWcc(nfsstat3.NFS3_OK, wcc);
   } catch (err) {
@@ -121,7 +121,7 @@ export const LOOKUP: Procedure = async (r, ctx, env) => {
   const name = readName(r);
   let dir: Resolved | undefined;
   try {
-    dir = await resolveHandle(env.zones, fh);
+    dir = await resolveHandle(env.zones, fh, ctx.client);
     checkName(name);
     const found = await dir.zone.lookup(ctx, dir.id, name);
     const w = new XdrWriter(256);
@@ -139,7 +139,7 @@ export const ACCESS: Procedure = async (r, ctx, env) => {
   const mask = r.u32();
   let res: Resolved | undefined;
   try {
-    res = await resolveHandle(env.zones, fh);
+    res = await resolveHandle(env.zones, fh, ctx.client);
     const { granted, attr } = await res.zone.access(ctx, res.id, mask);
     const w = new XdrWriter(104);
     w.u32(nfsstat3.NFS3_OK);
@@ -155,7 +155,7 @@ export const READLINK: Procedure = async (r, ctx, env) => {
   const fh = readFh(r);
   let res: Resolved | undefined;
   try {
-    res = await resolveHandle(env.zones, fh);
+    res = await resolveHandle(env.zones, fh, ctx.client);
     const { target, attr } = await res.zone.readlink(ctx, res.id);
     const w = new XdrWriter(128 + target.length);
     w.u32(nfsstat3.NFS3_OK);
@@ -173,7 +173,7 @@ export const READ: Procedure = async (r, ctx, env) => {
   const count = Math.min(r.u32(), MAX_IO);
   let res: Resolved | undefined;
   try {
-    res = await resolveHandle(env.zones, fh);
+    res = await resolveHandle(env.zones, fh, ctx.client);
     const { data, eof, attr } = await res.zone.read(ctx, res.id, offset, count);
     const w = new XdrWriter(112);
     w.u32(nfsstat3.NFS3_OK);
@@ -194,7 +194,7 @@ export const WRITE: Procedure = async (r, ctx, env) => {
   const data = r.opaque(MAX_IO);
   let res: Resolved | undefined;
   try {
-    res = await resolveHandle(env.zones, fh);
+    res = await resolveHandle(env.zones, fh, ctx.client);
     // RFC 1813: count may be less than the data sent; write only `count` bytes.
     const payload = count < data.length ? data.subarray(0, count) : data;
     const out = await res.zone.write(ctx, res.id, offset, payload, stable);
@@ -224,7 +224,7 @@ async function creating(
 ): Promise<Buffer> {
   let dir: Resolved | undefined;
   try {
-    dir = await resolveHandle(env.zones, fh);
+    dir = await resolveHandle(env.zones, fh, ctx.client);
     checkName(name);
     return await createdReply(dir.zone, await op(dir));
   } catch (err) {
@@ -288,7 +288,7 @@ async function removing(
 ): Promise<Buffer> {
   let dir: Resolved | undefined;
   try {
-    dir = await resolveHandle(env.zones, fh);
+    dir = await resolveHandle(env.zones, fh, ctx.client);
     checkName(name);
     return statusWcc(nfsstat3.NFS3_OK, await op(dir));
   } catch (err) {
@@ -316,8 +316,8 @@ export const RENAME: Procedure = async (r, ctx, env) => {
   let from: Resolved | undefined;
   let to: Resolved | undefined;
   try {
-    from = await resolveHandle(env.zones, fromFh);
-    to = await resolveHandle(env.zones, toFh);
+    from = await resolveHandle(env.zones, fromFh, ctx.client);
+    to = await resolveHandle(env.zones, toFh, ctx.client);
     sameZone(from, to);
     checkName(fromName);
     checkName(toName);
@@ -343,8 +343,8 @@ export const LINK: Procedure = async (r, ctx, env) => {
   let file: Resolved | undefined;
   let dir: Resolved | undefined;
   try {
-    file = await resolveHandle(env.zones, fh);
-    dir = await resolveHandle(env.zones, dirFh);
+    file = await resolveHandle(env.zones, fh, ctx.client);
+    dir = await resolveHandle(env.zones, dirFh, ctx.client);
     sameZone(file, dir);
     checkName(name);
     const out = await file.zone.link(ctx, file.id, dir.id, name);
@@ -378,7 +378,7 @@ export const READDIR: Procedure = async (r, ctx, env) => {
   const count = r.u32();
   let dir: Resolved | undefined;
   try {
-    dir = await resolveHandle(env.zones, fh);
+    dir = await resolveHandle(env.zones, fh, ctx.client);
     const page = await dir.zone.readdir(ctx, dir.id, {
       cookie, verifier, maxEntries: entriesFor(count, 24), withAttrs: false,
     });
@@ -412,7 +412,7 @@ export const READDIRPLUS: Procedure = async (r, ctx, env) => {
   const maxcount = r.u32();
   let dir: Resolved | undefined;
   try {
-    dir = await resolveHandle(env.zones, fh);
+    dir = await resolveHandle(env.zones, fh, ctx.client);
     const page = await dir.zone.readdir(ctx, dir.id, {
       cookie, verifier, maxEntries: entriesFor(Math.min(maxcount, Math.max(dircount, 512) * 8), 150), withAttrs: true,
     });
@@ -447,7 +447,7 @@ export const FSSTAT: Procedure = async (r, ctx, env) => {
   const fh = readFh(r);
   let res: Resolved | undefined;
   try {
-    res = await resolveHandle(env.zones, fh);
+    res = await resolveHandle(env.zones, fh, ctx.client);
     const { stat, attr } = await res.zone.fsstat(ctx, res.id);
     const w = new XdrWriter(160);
     w.u32(nfsstat3.NFS3_OK);
@@ -464,7 +464,7 @@ export const FSINFO: Procedure = async (r, ctx, env) => {
   const fh = readFh(r);
   let res: Resolved | undefined;
   try {
-    res = await resolveHandle(env.zones, fh);
+    res = await resolveHandle(env.zones, fh, ctx.client);
     const attr = await res.zone.getattr(ctx, res.id);
     const w = new XdrWriter(160);
     w.u32(nfsstat3.NFS3_OK);
@@ -485,7 +485,7 @@ export const PATHCONF: Procedure = async (r, ctx, env) => {
   const fh = readFh(r);
   let res: Resolved | undefined;
   try {
-    res = await resolveHandle(env.zones, fh);
+    res = await resolveHandle(env.zones, fh, ctx.client);
     const { conf, attr } = await res.zone.pathconf(ctx, res.id);
     const w = new XdrWriter(128);
     w.u32(nfsstat3.NFS3_OK);
@@ -504,7 +504,7 @@ export const COMMIT: Procedure = async (r, ctx, env) => {
   const count = r.u32();
   let res: Resolved | undefined;
   try {
-    res = await resolveHandle(env.zones, fh);
+    res = await resolveHandle(env.zones, fh, ctx.client);
     const wcc = await res.zone.commit(ctx, res.id, offset, count);
     const w = new XdrWriter(160);
     w.u32(nfsstat3.NFS3_OK);

@@ -5,6 +5,8 @@ import { decodeHandle, encodeHandle } from './handle.js';
 export interface ZoneRegistry {
   byId(zoneId: number): ZoneFs | undefined;
   list(): ZoneFs[];
+  /** Whether a client address may use a zone (the export's allow list). Absent: everyone may. */
+  allows?(zoneId: number, address: string): boolean;
 }
 
 export interface Resolved {
@@ -13,11 +15,15 @@ export interface Resolved {
 }
 
 /** Handle → (zone, FileId): BADHANDLE for bytes we never issued, STALE for a gone file or zone. */
-export async function resolveHandle(zones: ZoneRegistry, fh: Buffer): Promise<Resolved> {
+export async function resolveHandle(zones: ZoneRegistry, fh: Buffer, client: string): Promise<Resolved> {
   const h = decodeHandle(fh);
   if (!h) throw new GvError('BADHANDLE', 'malformed file handle');
   const zone = zones.byId(h.zoneId);
   if (!zone) throw new GvError('ESTALE', `no zone ${h.zoneId}`);
+  // A handle must not outlive the MOUNT allow-list check: enforce it on every call.
+  if (zones.allows && !zones.allows(h.zoneId, client)) {
+    throw new GvError('EACCES', `client ${client} is not allowed to use zone ${zone.name}`);
+  }
   const gen = await zone.generation(h.fileid);
   if (gen !== h.generation) throw new GvError('ESTALE', 'generation mismatch');
   return { zone, id: h.fileid };

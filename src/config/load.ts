@@ -1,0 +1,180 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
+import type { z } from 'zod';
+import { GvError } from '../errors.js';
+import { parseAddress, parseCidr, type Cidr } from '../util/cidr.js';
+import { parseSize } from '../util/size.js';
+import { fileSchema, nfsSchema, nodeSchema, NODE_NAME_RE, zoneSchema, ZONE_NAME_RE, type RawConfig } from './schema.js';
+import type { Config, ZoneConfig } from './types.js';
+
+export const DEFAULT_ALLOW = ['127.0.0.1/32'];
+export const DEFAULTS = {
+  listen: '127.0.0.1',
+  port: 2049,
+  mountPort: 20048,
+  anonId: 65534,
+};
+const MIN_RECORD = 64 * 1024;
+const MAX_RECORD = 64 * 1024 * 1024;
+
+/** Render a key path as written in TOML: zones.tier-1.quota (segments with dots are quoted). */
+export function keyPath(segments: readonly PropertyKey[]): string {
+  return segments
+    .map((s) => (typeof s === 'number' ? `[${s}]` : /^[A-Za-z0-9_-]+$/.test(String(s)) ? String(s) : JSON.stringify(String(s))))
+    .join('.')
+    .replace(/\.\[/g, '[');
+}
+
+function fail(file: string, key: string, reason: string): never {
+  throw new GvError('CONFIG', `${file}: ${key}: ${reason}`, { file, key, reason });
+}
+
+function allowedKeys(key: string): string[] {
+  const shapes: Record<string, z.ZodObject> = { '': fileSchema, node: nodeSchema, nfs: nfsSchema };
+  const shape = shapes[key] ?? (key.startsWith('zones.') ? zoneSchema : undefined);
+  return shape ? Object.keys(shape.shape) : [];
+}
+
+function valueAt(raw: unknown, segs: readonly PropertyKey[]): unknown {
+  let v: unknown = raw;
+  for (const s of segs) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[s];
+  }
+  return v;
+}
+
+/** Read a TOML config file; every problem is a GvError('CONFIG') naming the file and key. */
+export function loadConfigFile(file: string): Config {
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = fs.readFileSync(abs, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new GvError('CONFIG', `${abs}: cannot read config file (${code})`, { file: abs });
+  }
+  return parseConfigText(text, abs);
+}
+
+/** Zone tables declared more than once, found before the TOML parser's generic message. */
+function findDuplicateZones(text: string, file: string): void {
+  const seen = new Map<string, number>();
+  const lines = text.split(/\r?\n/);
+  const re = /^\s*\[\s*zones\s*\.\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*\]\s*(?:#.*)?$/;
+  for (let i = 0; i < lines.length; i++) {
+    const m = re.exec(lines[i]!);
+    if (!m) continue;
+    const name = m[1] ?? m[2] ?? m[3]!;
+    const first = seen.get(name);
+    if (first !== undefined) {
+      fail(file, keyPath(['zones', name]), `duplicate zone "${name}" (defined at line ${first} and again at line ${i + 1}); each zone needs a unique name`);
+    }
+    seen.set(name, i + 1);
+  }
+}
+
+export function parseConfigText(text: string, file: string): Config {
+  findDuplicateZones(text, file);
+  let raw: unknown;
+  try {
+    raw = parseToml(text);
+  } catch (err) {
+    const e = err as Error & { line?: number; column?: number };
+    const first = (e.message ?? String(err)).split('\n')[0]!.replace(/^Invalid TOML document:\s*/, '');
+    const where = e.line ? `line ${e.line}${e.column ? `, column ${e.column}` : ''}` : 'TOML';
+    const hint = /redefine/.test(first) ? ' (a key or table, e.g. a zone, is defined twice)' : '';
+    throw new GvError('CONFIG', `${file}: ${where}: invalid TOML: ${first}${hint}`, { file, line: e.line });
+  }
+  const parsed = fileSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    if (issue.code === 'unrecognized_keys') {
+      const parent = keyPath(issue.path);
+      const key = keyPath([...issue.path, issue.keys[0]!]);
+      const allowed = allowedKeys(parent.startsWith('zones.') ? 'zones.' : parent);
+      fail(file, key, `unknown key${allowed.length ? ` (allowed here: ${allowed.join(', ')})` : ''}`);
+    }
+    const key = keyPath(issue.path) || '(top level)';
+    if (issue.code === 'invalid_type' && valueAt(raw, issue.path) === undefined) {
+      const last = issue.path[issue.path.length - 1];
+      fail(file, key, `missing ${String(last)} (required)`);
+    }
+    fail(file, key, issue.message);
+  }
+  return buildConfig(parsed.data, file);
+}
+
+function buildConfig(raw: RawConfig, file: string): Config {
+  const base = path.dirname(file);
+  const node = raw.node ?? {};
+  const nfs = raw.nfs ?? {};
+  const nodeName = node.name ?? os.hostname().split('.')[0]!;
+  if (!NODE_NAME_RE.test(nodeName)) {
+    fail(file, 'node.name', `bad node name "${nodeName}" (allowed: letters, digits, '_', '.', '-', 1-64 characters, starting with a letter or digit)`);
+  }
+  const listen = nfs.listen ?? DEFAULTS.listen;
+  if (!parseAddress(listen)) fail(file, 'nfs.listen', `"${listen}" is not an IPv4 or IPv6 address`);
+  let maxRecordSize: number | null = null;
+  if (nfs.max_record_size !== undefined) {
+    try {
+      maxRecordSize = parseSize(nfs.max_record_size);
+    } catch (err) {
+      fail(file, 'nfs.max_record_size', (err as Error).message);
+    }
+    if (maxRecordSize < MIN_RECORD || maxRecordSize > MAX_RECORD) {
+      fail(file, 'nfs.max_record_size', `out of range (${MIN_RECORD} to ${MAX_RECORD} bytes)`);
+    }
+  }
+  const zones: ZoneConfig[] = [];
+  const byPath = new Map<string, string>();
+  for (const [name, z] of Object.entries(raw.zones ?? {})) {
+    const key = keyPath(['zones', name]);
+    if (!ZONE_NAME_RE.test(name)) {
+      fail(file, key, `bad zone name "${name}" (allowed: letters, digits, '_', '.', '-', 1-64 characters, starting with a letter or digit)`);
+    }
+    const zonePath = path.resolve(base, z.path);
+    const other = byPath.get(zonePath);
+    if (other !== undefined) fail(file, `${key}.path`, `same directory as zone "${other}" (${zonePath}); two zones cannot share a directory`);
+    byPath.set(zonePath, name);
+    let quotaBytes: number | null = null;
+    if (z.quota !== undefined && z.quota !== 'none') {
+      try {
+        quotaBytes = parseSize(z.quota);
+      } catch (err) {
+        fail(file, `${key}.quota`, (err as Error).message);
+      }
+    }
+    const allow: Cidr[] = [];
+    (z.allow ?? DEFAULT_ALLOW).forEach((text, i) => {
+      try {
+        allow.push(parseCidr(text));
+      } catch (err) {
+        fail(file, `${key}.allow[${i}]`, `bad CIDR: ${(err as Error).message}`);
+      }
+    });
+    zones.push({ name, path: zonePath, quotaBytes, allow });
+  }
+  return {
+    file,
+    node: {
+      name: nodeName,
+      stateDir: node.state_dir !== undefined ? path.resolve(base, node.state_dir) : null,
+      logLevel: node.log_level ?? 'info',
+    },
+    nfs: {
+      listen,
+      port: nfs.port ?? DEFAULTS.port,
+      mountPort: nfs.mount_port ?? DEFAULTS.mountPort,
+      portmap: nfs.portmap ?? 'auto',
+      maxRecordSize,
+      requirePrivilegedPort: nfs.require_privileged_port ?? false,
+      squash: nfs.squash ?? 'none',
+      anonUid: nfs.anon_uid ?? DEFAULTS.anonId,
+      anonGid: nfs.anon_gid ?? DEFAULTS.anonId,
+    },
+    zones,
+  };
+}

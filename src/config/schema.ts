@@ -1,0 +1,44 @@
+import { z } from 'zod';
+
+/**
+ * The shape of zones.toml as zod schemas. Every object is strict (an unknown key is an error, so a
+ * typo never silently falls back to a default). Semantic checks (sizes, CIDRs, names) run in
+ * load.ts so their messages can name the key path.
+ */
+export const ZONE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+export const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+const port = z.number().int('must be a whole number').min(0, 'port out of range (0-65535)').max(65535, 'port out of range (0-65535)');
+const id32 = z.number().int('must be a whole number').min(0).max(0xffffffff);
+
+export const nodeSchema = z.strictObject({
+  name: z.string().optional(),
+  state_dir: z.string().min(1, 'must not be empty').optional(),
+  log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+});
+
+export const nfsSchema = z.strictObject({
+  listen: z.string().optional(),
+  port: port.optional(),
+  mount_port: port.optional(),
+  portmap: z.enum(['auto', 'on', 'off']).optional(),
+  max_record_size: z.union([z.number(), z.string()]).optional(),
+  require_privileged_port: z.boolean().optional(),
+  squash: z.enum(['none', 'root', 'all']).optional(),
+  anon_uid: id32.optional(),
+  anon_gid: id32.optional(),
+});
+
+export const zoneSchema = z.strictObject({
+  path: z.string().min(1, 'must not be empty'),
+  quota: z.union([z.string(), z.number()]).optional(),
+  allow: z.array(z.string()).optional(),
+});
+
+export const fileSchema = z.strictObject({
+  node: nodeSchema.optional(),
+  nfs: nfsSchema.optional(),
+  zones: z.record(z.string(), zoneSchema).optional(),
+});
+
+export type RawConfig = z.infer<typeof fileSchema>;

@@ -1,0 +1,17 @@
+import { pino, type Logger } from 'pino';
+import type { LogLevel } from '../config/types.js';
+
+export type { Logger } from 'pino';
+
+/** JSON lines to stdout, written synchronously so the "gvd ready" line is never held back. */
+export function createLogger(level: LogLevel, bindings: Record<string, unknown> = {}): Logger {
+  return pino(
+    { level, base: { pid: process.pid, ...bindings }, timestamp: pino.stdTimeFunctions.isoTime },
+    pino.destination({ dest: 1, sync: true }),
+  );
+}
+
+/** Adapter to the `(obj, msg) => void` log callbacks protocol modules take. */
+export function logFn(log: Logger, level: 'debug' | 'info' | 'warn' = 'debug'): (obj: object, msg: string) => void {
+  return (obj, msg) => log[level](obj, msg);
+}

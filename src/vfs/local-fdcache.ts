@@ -1,0 +1,175 @@
+import type { FileHandle } from 'node:fs/promises';
+
+export interface OpenedFile {
+  fh: FileHandle;
+  writable: boolean;
+}
+
+/** Opens the file behind an id; asked for a writable handle when `write` is true. */
+export type Opener = (write: boolean) => Promise<OpenedFile>;
+
+interface Slot {
+  id: bigint;
+  pending?: Promise<OpenedFile>;
+  file?: OpenedFile;
+  refs: number;
+  lastUsed: number;
+  dead: boolean;
+}
+
+export interface FdLease {
+  readonly fh: FileHandle;
+  readonly writable: boolean;
+  release(): void;
+}
+
+export interface FdCacheOptions {
+  /** Most open handles kept (idle ones beyond this are closed, least recently used first). */
+  max?: number;
+  /** Close a handle unused for this long. */
+  idleMs?: number;
+}
+
+/**
+ * Open-file cache for READ/WRITE/COMMIT, keyed by fileid, LRU, reference counted so a handle is
+ * never closed under an operation in flight. Handles are opened lazily (read-write preferred) and
+ * closed when idle for `idleMs`.
+ */
+export class FdCache {
+  private readonly slots = new Map<bigint, Slot>();
+  private readonly max: number;
+  private readonly idleMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  opened = 0;
+
+  constructor(opts: FdCacheOptions = {}) {
+    this.max = Math.max(1, opts.max ?? 128);
+    this.idleMs = Math.max(10, opts.idleMs ?? 5_000);
+  }
+
+  get size(): number {
+    return this.slots.size;
+  }
+
+  async acquire(id: bigint, write: boolean, open: Opener): Promise<FdLease> {
+    if (this.closed) throw new Error('fd cache closed');
+    let slot = this.slots.get(id);
+    if (slot && !slot.dead) {
+      const file = slot.file ?? (await this.settle(slot));
+      if (!write || file.writable) return this.lease(slot, file);
+      // Cached read-only; a writer needs a new handle (which may fail with EACCES/EROFS).
+      this.retire(slot);
+    }
+    slot = { id, refs: 0, lastUsed: Date.now(), dead: false };
+    slot.pending = open(true);
+    this.slots.set(id, slot);
+    this.ensureTimer();
+    const file = await this.settle(slot);
+    this.opened++;
+    this.trim();
+    return this.lease(slot, file);
+  }
+
+  /** Keep a handle the caller just opened (e.g. by CREATE) for the next READ/WRITE. */
+  adopt(id: bigint, file: OpenedFile): void {
+    if (this.closed) {
+      void file.fh.close().catch(() => undefined);
+      return;
+    }
+    const old = this.slots.get(id);
+    if (old) this.retire(old);
+    this.slots.set(id, { id, file, refs: 0, lastUsed: Date.now(), dead: false });
+    this.ensureTimer();
+    this.opened++;
+    this.trim();
+  }
+
+  /** Forget the handle of `id` (file removed or replaced); closed once no operation uses it. */
+  invalidate(id: bigint): void {
+    const slot = this.slots.get(id);
+    if (slot) this.retire(slot);
+  }
+
+  async closeAll(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    const all = [...this.slots.values()];
+    this.slots.clear();
+    await Promise.all(all.map(async (s) => {
+      s.dead = true;
+      const f = s.file ?? (await s.pending?.catch(() => undefined));
+      await f?.fh.close().catch(() => undefined);
+    }));
+  }
+
+  private async settle(slot: Slot): Promise<OpenedFile> {
+    try {
+      const file = await slot.pending!;
+      slot.file = file;
+      slot.pending = undefined;
+      // Invalidated while opening: the lease below still works and closes it on release.
+      return file;
+    } catch (err) {
+      if (this.slots.get(slot.id) === slot) this.slots.delete(slot.id);
+      slot.dead = true;
+      throw err;
+    }
+  }
+
+  private lease(slot: Slot, file: OpenedFile): FdLease {
+    slot.refs++;
+    slot.lastUsed = Date.now();
+    if (!slot.dead && this.slots.get(slot.id) === slot) {
+      // Move to the most recently used end.
+      this.slots.delete(slot.id);
+      this.slots.set(slot.id, slot);
+    }
+    let released = false;
+    return {
+      fh: file.fh,
+      writable: file.writable,
+      release: () => {
+        if (released) return;
+        released = true;
+        slot.refs--;
+        slot.lastUsed = Date.now();
+        if (slot.dead && slot.refs === 0) void file.fh.close().catch(() => undefined);
+      },
+    };
+  }
+
+  private retire(slot: Slot): void {
+    if (this.slots.get(slot.id) === slot) this.slots.delete(slot.id);
+    if (slot.dead) return;
+    slot.dead = true;
+    // A slot still opening is closed by the release of the lease its opener gets.
+    if (slot.refs === 0 && slot.file) void slot.file.fh.close().catch(() => undefined);
+  }
+
+  private trim(): void {
+    if (this.slots.size <= this.max) return;
+    for (const slot of this.slots.values()) {
+      if (this.slots.size <= this.max) break;
+      if (slot.refs === 0 && slot.file) this.retire(slot);
+    }
+  }
+
+  private ensureTimer(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.sweep(), Math.max(5, Math.floor(this.idleMs / 2)));
+    this.timer.unref();
+  }
+
+  private sweep(): void {
+    const limit = Date.now() - this.idleMs;
+    for (const slot of [...this.slots.values()]) {
+      if (slot.refs === 0 && slot.file && slot.lastUsed < limit) this.retire(slot);
+    }
+    if (this.slots.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+}

@@ -1,0 +1,101 @@
+import type { Attr } from './types.js';
+
+/** One directory's entries sorted by (cookie, name); built once per directory change. */
+export interface Listing {
+  /** Change signature of the directory when it was read (mtime, ctime, size, nlink). */
+  key: string;
+  cookies: bigint[];
+  names: Buffer[];
+  ids: bigint[];
+  /** Attributes seen while building (only trusted in the call that built the listing). */
+  attrs: (Attr | undefined)[];
+}
+
+export interface RawEntry {
+  cookie: bigint;
+  name: Buffer;
+  id: bigint;
+  attr?: Attr;
+}
+
+export function buildListing(key: string, raw: RawEntry[]): Listing {
+  raw.sort((a, b) => (a.cookie < b.cookie ? -1 : a.cookie > b.cookie ? 1 : Buffer.compare(a.name, b.name)));
+  const n = raw.length;
+  const l: Listing = { key, cookies: new Array(n), names: new Array(n), ids: new Array(n), attrs: new Array(n) };
+  for (let i = 0; i < n; i++) {
+    const e = raw[i]!;
+    l.cookies[i] = e.cookie;
+    l.names[i] = e.name;
+    l.ids[i] = e.id;
+    l.attrs[i] = e.attr;
+  }
+  return l;
+}
+
+/** Index of the first entry whose cookie is greater than `cookie`. */
+export function firstAfter(l: Listing, cookie: bigint): number {
+  let lo = 0;
+  let hi = l.cookies.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (l.cookies[mid]! <= cookie) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * End (exclusive) of a page starting at `start` holding at most `max` entries, never splitting a
+ * run of equal cookies (a resume after that cookie would skip the rest of the run). When the first
+ * run alone exceeds `max`, the whole run is returned.
+ */
+export function pageEnd(l: Listing, start: number, max: number): number {
+  const n = l.cookies.length;
+  if (start >= n) return n;
+  const end = Math.min(n, start + Math.max(1, max));
+  if (end === n || l.cookies[end] !== l.cookies[end - 1]) return end;
+  // The page would end inside a run of equal cookies: cut before the run, or take it whole.
+  const c = l.cookies[end - 1];
+  let runStart = end - 1;
+  while (runStart > start && l.cookies[runStart - 1] === c) runStart--;
+  return runStart > start ? runStart : runEnd(l, start);
+}
+
+function runEnd(l: Listing, start: number): number {
+  const c = l.cookies[start];
+  let i = start + 1;
+  while (i < l.cookies.length && l.cookies[i] === c) i++;
+  return i;
+}
+
+/** Small LRU of listings keyed by directory fileid. */
+export class ListingCache {
+  private readonly map = new Map<bigint, Listing>();
+  constructor(private readonly max = 64) {}
+
+  get(dir: bigint, key: string): Listing | undefined {
+    const l = this.map.get(dir);
+    if (!l) return undefined;
+    if (l.key !== key) {
+      this.map.delete(dir);
+      return undefined;
+    }
+    this.map.delete(dir);
+    this.map.set(dir, l);
+    return l;
+  }
+
+  set(dir: bigint, l: Listing): void {
+    this.map.delete(dir);
+    this.map.set(dir, l);
+    while (this.map.size > this.max) this.map.delete(this.map.keys().next().value as bigint);
+  }
+
+  invalidate(dir: bigint): void {
+    this.map.delete(dir);
+  }
+
+  clear(): void {
+    this.map.clear();
+  }
+}

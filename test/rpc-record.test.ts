@@ -1,0 +1,174 @@
+/**
+ * ONC RPC record marking (RFC 5531 §11) with golden bytes: RecordDecoder and recordMark.
+ */
+import { describe, expect, it } from 'vitest';
+import { GvError } from '../src/errors.js';
+import { RecordDecoder, recordMark } from '../src/rpc/record.js';
+
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+
+function collect(maxRecord = 1 << 20): { dec: RecordDecoder; records: Buffer[] } {
+  const records: Buffer[] = [];
+  const dec = new RecordDecoder(maxRecord, (r) => records.push(Buffer.from(r)));
+  return { dec, records };
+}
+
+/** Feed `stream` in chunks cut at the given offsets. */
+function feed(dec: RecordDecoder, stream: Buffer, cuts: number[]): void {
+  let prev = 0;
+  for (const c of [...cuts, stream.length]) {
+    dec.push(stream.subarray(prev, c));
+    prev = c;
+  }
+}
+
+function expectProtocol(fn: () => void): void {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (e) {
+    thrown = e;
+  }
+  expect(thrown).toBeInstanceOf(GvError);
+  expect((thrown as GvError).code).toBe('PROTOCOL');
+}
+
+// Two records: "hello" in one last fragment; "abcdefgh" as fragments "abcd" + "ef" + last "gh".
+const TWO_RECORDS = hex(
+  '80000005 68656c6c6f' +
+    '00000004 61626364' + '00000002 6566' + '80000002 6768',
+);
+
+describe('RecordDecoder', () => {
+  it('a single-fragment record that arrives in one chunk is a view of that chunk', () => {
+    const seen: Buffer[] = [];
+    const dec = new RecordDecoder(1024, (r) => seen.push(r));
+    const chunk = hex('80000004 01020304');
+    dec.push(chunk);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.toString('hex')).toBe('01020304');
+    expect(seen[0]!.buffer).toBe(chunk.buffer);
+    expect(seen[0]!.byteOffset).toBe(chunk.byteOffset + 4);
+  });
+
+  it('several records in one chunk come out in order', () => {
+    const { dec, records } = collect();
+    dec.push(TWO_RECORDS);
+    expect(records.map((r) => r.toString())).toEqual(['hello', 'abcdefgh']);
+    expect(dec.pending).toBe(0);
+  });
+
+  it('gives the same records whatever single byte offset the stream is split at', () => {
+    for (let cut = 0; cut <= TWO_RECORDS.length; cut++) {
+      const { dec, records } = collect();
+      feed(dec, TWO_RECORDS, [cut]);
+      expect(records.map((r) => r.toString()), `cut at ${cut}`).toEqual(['hello', 'abcdefgh']);
+    }
+  });
+
+  it('gives the same records when split at every pair of offsets and byte by byte', () => {
+    const n = TWO_RECORDS.length;
+    for (let a = 1; a < n; a++) {
+      for (let b = a; b < n; b++) {
+        const { dec, records } = collect();
+        feed(dec, TWO_RECORDS, [a, b]);
+        expect(records.map((r) => r.toString()), `cuts ${a},${b}`).toEqual(['hello', 'abcdefgh']);
+      }
+    }
+    const { dec, records } = collect();
+    feed(dec, TWO_RECORDS, Array.from({ length: n - 1 }, (_, i) => i + 1));
+    expect(records.map((r) => r.toString())).toEqual(['hello', 'abcdefgh']);
+  });
+
+  it('a record split across chunks is not corrupted when the caller reuses its chunk buffer', () => {
+    const seen: Buffer[] = [];
+    const dec = new RecordDecoder(1024, (r) => seen.push(r));
+    const scratch = Buffer.alloc(6);
+    hex('80000008 6162').copy(scratch);
+    dec.push(scratch);
+    scratch.fill(0); // the first fragment part must have been copied out
+    hex('636465666768').copy(scratch);
+    dec.push(scratch);
+    expect(seen.map((r) => r.toString())).toEqual(['abcdefgh']);
+  });
+
+  it('pending counts the bytes of an incomplete record', () => {
+    const { dec, records } = collect();
+    dec.push(hex('00000004 61626364 80000004 6566'));
+    expect(records).toHaveLength(0);
+    expect(dec.pending).toBe(6);
+    dec.push(hex('6768'));
+    expect(records.map(String)).toEqual(['abcdefgh']);
+    expect(dec.pending).toBe(0);
+  });
+
+  it('zero-length fragments: an empty record, and empty fragments inside a record', () => {
+    const { dec, records } = collect();
+    dec.push(hex('80000000'));
+    dec.push(hex('00000000 00000002 6162 00000000 80000000'));
+    dec.push(hex('00000000'));
+    dec.push(hex('80000001 63'));
+    expect(records.map((r) => r.toString('hex'))).toEqual(['', '6162', '63']);
+  });
+
+  it('a long run of empty non-final fragments does not accumulate state', () => {
+    // A hostile client can send endless 00000000 marks: each one must not cost memory.
+    const { dec, records } = collect();
+    const zeros = Buffer.alloc(4 * 100_000);
+    dec.push(zeros);
+    const parts = (dec as unknown as { parts: unknown[] }).parts;
+    expect(parts.length).toBeLessThanOrEqual(1024);
+    dec.push(hex('80000001 61'));
+    expect(records.map(String)).toEqual(['a']);
+  });
+
+  it('a 2 GiB record mark throws PROTOCOL without allocating the fragment', () => {
+    for (const mark of ['ffffffff', '7fffffff', '80100001']) {
+      const { dec } = collect(1 << 20);
+      const before = process.memoryUsage().arrayBuffers;
+      expectProtocol(() => dec.push(hex(mark + '00000000')));
+      // nothing near the announced size was reserved
+      expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1 << 20);
+      expect(dec.pending).toBe(0);
+    }
+  });
+
+  it('a record mark split across chunks is checked against the limit too', () => {
+    const { dec } = collect(100);
+    dec.push(hex('80'));
+    dec.push(hex('00'));
+    expectProtocol(() => dec.push(hex('01 00')));
+  });
+
+  it('maxRecord is exact: a record of exactly maxRecord passes, one byte more fails', () => {
+    const { dec, records } = collect(8);
+    dec.push(hex('80000008 0102030405060708'));
+    expect(records).toHaveLength(1);
+    const c2 = collect(8);
+    expectProtocol(() => c2.dec.push(hex('80000009')));
+  });
+
+  it('fragments that are each under the limit but sum over it throw', () => {
+    const { dec, records } = collect(8);
+    dec.push(hex('00000004 01020304'));
+    dec.push(hex('00000004 05060708'));
+    expectProtocol(() => dec.push(hex('80000001 09')));
+    expect(records).toHaveLength(0);
+  });
+});
+
+describe('recordMark', () => {
+  it('sets the last-fragment bit over the length', () => {
+    expect(recordMark(0).toString('hex')).toBe('80000000');
+    expect(recordMark(5).toString('hex')).toBe('80000005');
+    expect(recordMark(0x100008).toString('hex')).toBe('80100008');
+    expect(recordMark(0x7fffffff).toString('hex')).toBe('ffffffff');
+  });
+
+  it('round-trips through RecordDecoder', () => {
+    const { dec, records } = collect();
+    const body = Buffer.from('reply bytes!');
+    dec.push(Buffer.concat([recordMark(body.length), body]));
+    expect(records.map(String)).toEqual(['reply bytes!']);
+  });
+});
