@@ -362,9 +362,10 @@ describe('RpcServer and a client that half-closes', () => {
       // a slow call (10 ms), then shutdown(SHUT_WR), as `rpcinfo`-style one-shot clients may do
       const msg = encodeCall(77, TOY_PROG, 1, 4, new XdrWriter().u32(5).u32(10).bytes());
       sock.end(Buffer.concat([new XdrWriter().u32((0x80000000 | msg.length) >>> 0).bytes(), msg]));
-      await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);
+      const how = await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('timeout'), 5000))]);
       expect(got.length).toBeGreaterThan(4);
       expect(got.readUInt32BE(4)).toBe(77);
+      expect(how).toBe('closed'); // and then the server closes its side too
     } finally {
       sock.destroy();
       await server.close(1000);

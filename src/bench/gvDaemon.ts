@@ -93,12 +93,16 @@ export async function startGvDaemon(opts: GvDaemonOptions): Promise<BenchTarget>
   ];
   const child = startChild(argv, { cwd: repoRoot });
   const logStream = createWriteStream(logFile);
+  logStream.on('error', (err) => opts.log(`gv: daemon log ${logFile}: ${err.message}`));
+  const toLog = (b: Buffer): void => {
+    if (!logStream.writableEnded) logStream.write(b);
+  };
   const recent: string[] = [];
   const remember = (text: string): void => {
     for (const line of text.split('\n')) if (line.trim()) recent.push(line.slice(0, 400));
     if (recent.length > 20) recent.splice(0, recent.length - 20);
   };
-  child.stderr?.on('data', (b: Buffer) => { logStream.write(b); remember(b.toString()); });
+  child.stderr?.on('data', (b: Buffer) => { toLog(b); remember(b.toString()); });
 
   let stopped = false;
   const stop = async (): Promise<void> => {
@@ -118,7 +122,7 @@ export async function startGvDaemon(opts: GvDaemonOptions): Promise<BenchTarget>
       resolve(r);
     };
     child.stdout?.on('data', (b: Buffer) => {
-      logStream.write(b);
+      toLog(b);
       remember(b.toString());
       pending += b.toString();
       let nl: number;

@@ -70,6 +70,11 @@ function fmtRate(v: number): string {
   return v >= 100 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1);
 }
 
+/** two decimals, rounded down, so a ratio just under a target never prints as the target */
+function fmtRatio(r: number | null | undefined): string {
+  return r === null || r === undefined ? '-' : `${(Math.floor(r * 100) / 100).toFixed(2)}x`;
+}
+
 function pad(s: string, n: number, right = false): string {
   return right ? s.padStart(n) : s.padEnd(n);
 }
@@ -87,7 +92,7 @@ export function formatTable(report: BenchReport): string {
       if ('error' in v) return v.error.startsWith('skipped') ? 'skipped' : 'FAILED';
       return `${fmtRate(v.best)} / ${fmtRate(v.median)}`;
     }),
-    row.ratioBest === null ? '-' : `${row.ratioBest.toFixed(2)}x (${row.ratioMedian?.toFixed(2) ?? '-'}x)`,
+    row.ratioBest === null ? '-' : `${fmtRatio(row.ratioBest)} (${fmtRatio(row.ratioMedian)})`,
     `>= ${row.target.toFixed(1)}x`,
     row.verdict,
   ]);

@@ -133,6 +133,7 @@ export class NodeStore {
    * predecessor, so the object gets a fresh generation.
    */
   fresh(o: Observation): NodeRow {
+    if (!this.get(o.fileid)) return this.batch(() => this.insert(o));
     return this.batch(() => {
       this.sDeleteLinksOf.run(this.zoneId, toDb(o.fileid));
       return this.insert(o);

@@ -2,27 +2,27 @@ import { GvError } from '../errors.js';
 
 /**
  * ONC RPC record marking (RFC 5531 §11) as a push decoder: feed it socket chunks, it emits whole
- * records. A record of one fragment that arrived in one chunk is emitted as a view (no copy);
- * otherwise the bytes are gathered once into a buffer sized from the fragment header. A fragment
- * or record larger than `maxRecord` is a protocol error (the caller closes the connection), so a
- * hostile 2 GiB record mark never allocates.
+ * records. A record that arrived inside one chunk is emitted as a view (no copy); otherwise the
+ * views of the chunks it spans are kept and joined once when the record completes, so memory held
+ * for an incomplete record is what actually arrived, never what a header announced. A record
+ * larger than `maxRecord`, or made of more than `maxFragments` fragments, is a protocol error (the
+ * caller closes the connection): a hostile 2 GiB record mark never allocates.
  */
 export class RecordDecoder {
-  private header = Buffer.alloc(4);
+  private readonly header = Buffer.alloc(4);
   private headerFill = 0;
   private fragRemaining = 0;
   private fragLast = false;
   private inFragment = false;
-  /** Fragments of the current record gathered so far. */
+  private fragments = 0;
+  /** Views of the current record's bytes received so far. */
   private parts: Buffer[] = [];
   private partsLen = 0;
-  /** Buffer being filled for the current fragment (when it spans chunks). */
-  private frag: Buffer | null = null;
-  private fragFill = 0;
 
   constructor(
     private readonly maxRecord: number,
     private readonly onRecord: (record: Buffer) => void,
+    private readonly maxFragments = 1024,
   ) {}
 
   push(chunk: Buffer): void {
@@ -30,7 +30,6 @@ export class RecordDecoder {
     const len = chunk.length;
     while (off < len) {
       if (!this.inFragment) {
-        // Fast path: whole header available in this chunk.
         if (this.headerFill === 0 && len - off >= 4) {
           this.startFragment(chunk.readUInt32BE(off));
           off += 4;
@@ -43,67 +42,58 @@ export class RecordDecoder {
           this.headerFill = 0;
           this.startFragment(this.header.readUInt32BE(0));
         }
-        if (this.fragRemaining === 0) this.endFragment(Buffer.alloc(0));
+        if (this.fragRemaining === 0) this.endFragment();
         continue;
       }
-      const avail = len - off;
-      if (this.frag === null && avail >= this.fragRemaining) {
-        // The whole fragment is inside this chunk: take a view.
-        const view = chunk.subarray(off, off + this.fragRemaining);
+      if (this.fragLast && this.parts.length === 0 && len - off >= this.fragRemaining) {
+        // The whole record is inside this chunk: emit a view.
+        const record = chunk.subarray(off, off + this.fragRemaining);
         off += this.fragRemaining;
         this.fragRemaining = 0;
-        this.endFragment(view);
+        this.inFragment = false;
+        this.fragments = 0;
+        this.onRecord(record);
         continue;
       }
-      if (this.frag === null) {
-        this.frag = Buffer.allocUnsafe(this.fragRemaining);
-        this.fragFill = 0;
-      }
-      const take = Math.min(avail, this.fragRemaining);
-      chunk.copy(this.frag, this.fragFill, off, off + take);
-      this.fragFill += take;
+      const take = Math.min(len - off, this.fragRemaining);
+      // Keep large parts as views; copy small ones, so a view never pins a chunk mostly made of
+      // other data (and callers may reuse small buffers).
+      const view = chunk.subarray(off, off + take);
+      this.parts.push(take >= 16384 && take * 4 >= len ? view : Buffer.from(view));
+      this.partsLen += take;
       this.fragRemaining -= take;
       off += take;
-      if (this.fragRemaining === 0) {
-        const f = this.frag;
-        this.frag = null;
-        this.endFragment(f);
-      }
+      if (this.fragRemaining === 0) this.endFragment();
     }
   }
 
   /** Bytes buffered for an incomplete record (for memory accounting). */
   get pending(): number {
-    return this.partsLen + this.fragFill;
+    return this.partsLen;
   }
 
   private startFragment(word: number): void {
     const size = word & 0x7fffffff;
     this.fragLast = (word & 0x80000000) !== 0;
-    if (size > this.maxRecord || this.partsLen + size > this.maxRecord) {
+    if (++this.fragments > this.maxFragments) {
+      throw new GvError('PROTOCOL', `RPC record of more than ${this.maxFragments} fragments`);
+    }
+    if (this.partsLen + size > this.maxRecord) {
       throw new GvError('PROTOCOL', `RPC record of ${this.partsLen + size} bytes exceeds limit ${this.maxRecord}`);
     }
     this.fragRemaining = size;
     this.inFragment = true;
   }
 
-  private endFragment(frag: Buffer): void {
+  private endFragment(): void {
     this.inFragment = false;
-    if (this.fragLast) {
-      let record: Buffer;
-      if (this.parts.length === 0) record = frag;
-      else {
-        this.parts.push(frag);
-        record = Buffer.concat(this.parts, this.partsLen + frag.length);
-      }
-      this.parts = [];
-      this.partsLen = 0;
-      this.onRecord(record);
-    } else {
-      // Copy views so the socket's chunk can be released.
-      this.parts.push(frag);
-      this.partsLen += frag.length;
-    }
+    if (!this.fragLast) return;
+    const parts = this.parts;
+    const record = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.partsLen);
+    this.parts = [];
+    this.partsLen = 0;
+    this.fragments = 0;
+    this.onRecord(record);
   }
 }
 

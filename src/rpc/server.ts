@@ -73,7 +73,7 @@ export class RpcServer {
 
   /** Listen on host:port; resolves with the bound port (0 picks a free one). */
   listen(port: number, host: string): Promise<number> {
-    const srv = net.createServer({ noDelay: true }, (s) => this.accept(s));
+    const srv = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.accept(s));
     srv.maxConnections = this.opts.maxConnections;
     this.servers.push(srv);
     return new Promise((resolve, reject) => {
@@ -115,6 +115,12 @@ export class RpcServer {
     };
     let inFlight = 0;
     let paused = false;
+    // The client half-closed: answer what is in flight, then close our side.
+    let ended = false;
+    sock.on('end', () => {
+      ended = true;
+      if (inFlight === 0) sock.end();
+    });
     const resumeIfIdle = () => {
       if (!paused || sock.destroyed) return;
       if (inFlight >= this.opts.maxInFlight || sock.writableLength >= 8 << 20) return;
@@ -145,7 +151,8 @@ export class RpcServer {
         if (this.inFlightTotal === 0 && this.drainWaiters.length) {
           for (const w of this.drainWaiters.splice(0)) w();
         }
-        resumeIfIdle();
+        if (ended && inFlight === 0) sock.end();
+        else resumeIfIdle();
         if (this.starved.size && this.inFlightBytes < this.opts.maxInFlightBytes) {
           for (const wake of [...this.starved]) wake();
         }

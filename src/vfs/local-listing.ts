@@ -9,6 +9,14 @@ export interface Listing {
   ids: bigint[];
   /** Attributes seen while building (only trusted in the call that built the listing). */
   attrs: (Attr | undefined)[];
+  /** Names (latin1 keys) changed through this backend since the build: not trusted as hints. */
+  dirty?: Set<string>;
+}
+
+/** What an older listing of the same directory still tells us about a name. */
+export interface HintEntry {
+  id: bigint;
+  cookie: bigint;
 }
 
 export interface RawEntry {
@@ -68,21 +76,36 @@ function runEnd(l: Listing, start: number): number {
   return i;
 }
 
-/** Small LRU of listings keyed by directory fileid. */
+export const nameKey = (name: Buffer): string => name.toString('latin1');
+
+/**
+ * Small LRU of listings keyed by directory fileid. A listing whose directory changed is no longer
+ * served, but it stays as a hint for the rebuild: names it knows (and that were not changed
+ * through this backend meanwhile) keep their id and cookie without another lstat.
+ */
 export class ListingCache {
   private readonly map = new Map<bigint, Listing>();
   constructor(private readonly max = 64) {}
 
+  /** The listing of `dir` when it is still current (same change key, nothing touched). */
   get(dir: bigint, key: string): Listing | undefined {
     const l = this.map.get(dir);
-    if (!l) return undefined;
-    if (l.key !== key) {
-      this.map.delete(dir);
-      return undefined;
-    }
+    if (!l || l.key !== key || (l.dirty && l.dirty.size > 0)) return undefined;
     this.map.delete(dir);
     this.map.set(dir, l);
     return l;
+  }
+
+  /** name → (id, cookie) from the last listing of `dir`, minus names touched since. */
+  hint(dir: bigint): Map<string, HintEntry> | undefined {
+    const l = this.map.get(dir);
+    if (!l) return undefined;
+    const m = new Map<string, HintEntry>();
+    for (let i = 0; i < l.names.length; i++) {
+      const k = nameKey(l.names[i]!);
+      if (!l.dirty?.has(k)) m.set(k, { id: l.ids[i]!, cookie: l.cookies[i]! });
+    }
+    return m;
   }
 
   set(dir: bigint, l: Listing): void {
@@ -91,6 +114,15 @@ export class ListingCache {
     while (this.map.size > this.max) this.map.delete(this.map.keys().next().value as bigint);
   }
 
+  /** A name of `dir` was created, removed or replaced through this backend. */
+  touch(dir: bigint, name: Buffer): void {
+    const l = this.map.get(dir);
+    if (!l) return;
+    (l.dirty ??= new Set()).add(nameKey(name));
+    if (l.dirty.size > 4096) this.map.delete(dir);
+  }
+
+  /** Forget `dir` entirely (removed). */
   invalidate(dir: bigint): void {
     this.map.delete(dir);
   }

@@ -12,7 +12,9 @@ import {
 } from './access.js';
 import { nsToTime, timeEq, timeToSeconds, toAttr, toWcc, typeCode, typeOf, type BigStats } from './local-attr.js';
 import { FdCache, type FdCacheOptions, type FdLease, type OpenedFile } from './local-fdcache.js';
-import { buildListing, firstAfter, ListingCache, pageEnd, type Listing, type RawEntry } from './local-listing.js';
+import {
+  buildListing, firstAfter, ListingCache, nameKey, pageEnd, type Listing, type RawEntry,
+} from './local-listing.js';
 import { UsageTracker, type UsageScanLimits } from './local-usage.js';
 import {
   checkName, checkNewName, COOKIE_DOT, COOKIE_DOTDOT, COOKIE_VERIFIER, isDot, isDotDot, joinName, NAME_MAX,
@@ -31,7 +33,8 @@ export interface LocalZoneOptions {
   /** The zone's directory (a ZFS dataset mountpoint in production). */
   root: string;
   db: GvDatabase;
-  quotaBytes?: bigint;
+  /** Zone quota in bytes (a number is accepted too and converted). */
+  quotaBytes?: bigint | number;
   squash?: never;
   fdCache?: FdCacheOptions;
   /** Usage scan at open: limits, or false to skip (usage then starts at 0). */
@@ -111,7 +114,7 @@ export class LocalZoneFs implements ZoneFs {
   private readonly amRoot: boolean;
   private closed = false;
   /** Counters for tests and metrics. */
-  readonly stats = { listingBuilds: 0 };
+  readonly stats = { listingBuilds: 0, listingStats: 0 };
 
   private constructor(opts: LocalZoneOptions, rootPath: Buffer, rootSt: BigStats, nodes: NodeStore) {
     this.name = opts.name;
@@ -121,7 +124,7 @@ export class LocalZoneFs implements ZoneFs {
     this.rootId = rootSt.ino;
     this.dev = rootSt.dev;
     this.fsid = (0x4756n << 32n) | BigInt(opts.zoneId >>> 0);
-    this.quota = opts.quotaBytes;
+    this.quota = opts.quotaBytes === undefined ? undefined : BigInt(opts.quotaBytes);
     this.nodes = nodes;
     this.fds = new FdCache(opts.fdCache);
     this.listings = new ListingCache(opts.listingCacheSize ?? 64);
@@ -322,7 +325,9 @@ export class LocalZoneFs implements ZoneFs {
     const type = typeOf(st.mode);
     const uidChange = a.uid !== undefined && BigInt(a.uid) !== st.uid;
     const gidChange = a.gid !== undefined && BigInt(a.gid) !== st.gid;
-    const modeChange = a.mode !== undefined && type !== 'symlink' && (BigInt(a.mode) !== (st.mode & 0o7777n) || uidChange || gidChange);
+    // chown clears set-id bits, so a mode carrying them is re-applied after an owner change.
+    const modeChange = a.mode !== undefined && type !== 'symlink'
+      && (BigInt(a.mode) !== (st.mode & 0o7777n) || ((uidChange || gidChange) && (a.mode & 0o6000) !== 0));
     const sizeChange = a.size !== undefined && type === 'file';
     const timeChange = a.atime !== undefined || a.mtime !== undefined;
     if (!uidChange && !gidChange && !modeChange && !sizeChange && !timeChange) return st;
@@ -410,7 +415,7 @@ export class LocalZoneFs implements ZoneFs {
 
   /** Remember an object we just created (any older row for its inode number is a dead one). */
   private recordNew(dir: FileId, name: Buffer, st: BigStats): NodeRow {
-    this.listings.invalidate(dir);
+    this.listings.touch(dir, name);
     this.fds.invalidate(st.ino);
     return this.nodes.fresh({
       fileid: st.ino, parent: dir, name, btime: st.birthtimeNs, type: typeCode(st), nlink: Number(st.nlink),
@@ -713,7 +718,7 @@ export class LocalZoneFs implements ZoneFs {
       if (st.isDirectory()) throw new GvError('EISDIR');
       requireStickyOk(dOwned, { uid: Number(st.uid) }, ctx);
       await fsp.unlink(path);
-      this.listings.invalidate(dir);
+      this.listings.touch(dir, name);
       this.dropped(dir, name, st, Number(st.nlink) - 1);
       return await this.dirWcc(d);
     } catch (err) {
@@ -735,7 +740,7 @@ export class LocalZoneFs implements ZoneFs {
       if (!st.isDirectory()) throw new GvError('ENOTDIR');
       requireStickyOk(dOwned, { uid: Number(st.uid) }, ctx);
       await fsp.rmdir(path);
-      this.listings.invalidate(dir);
+      this.listings.touch(dir, name);
       this.dropped(dir, name, st, 0);
       return await this.dirWcc(d);
     } catch (err) {
@@ -775,8 +780,8 @@ export class LocalZoneFs implements ZoneFs {
         throw new GvError('EINVAL', 'cannot move a directory into itself');
       }
       await fsp.rename(fromPath, toPath);
-      this.listings.invalidate(fromDir);
-      this.listings.invalidate(toDir);
+      this.listings.touch(fromDir, fromName);
+      this.listings.touch(toDir, toName);
       this.nodes.batch(() => {
         if (dst) this.dropped(toDir, toName, dst, dst.isDirectory() ? 0 : Number(dst.nlink) - 1);
         this.nodes.move(src.ino, fromDir, fromName, toDir, toName);
@@ -812,7 +817,7 @@ export class LocalZoneFs implements ZoneFs {
       requireDirWrite(this.owned(d.st), ctx);
       const path = joinName(d.path, name);
       await fsp.link(f.path, path);
-      this.listings.invalidate(dir);
+      this.listings.touch(dir, name);
       this.nodes.addLink(id, dir, name);
       let attr: Attr | undefined;
       try {
@@ -865,7 +870,7 @@ export class LocalZoneFs implements ZoneFs {
       for (let i = start; i < end; i++) {
         page.push({ id: listing.ids[i]!, name: listing.names[i]!, cookie: listing.cookies[i]! });
       }
-      if (opts.withAttrs) await this.fillAttrs(d.path, page, fresh ? listing.attrs.slice(start, end) : undefined);
+      if (opts.withAttrs) await this.fillAttrs(dir, d.path, page, listing, start, fresh);
       entries.push(...page);
       return { entries, eof: end >= listing.cookies.length, verifier: COOKIE_VERIFIER, dirAttr };
     } catch (err) {
@@ -873,17 +878,28 @@ export class LocalZoneFs implements ZoneFs {
     }
   }
 
-  /** Read a directory: lstat every entry (ids), record them in one transaction, sort by cookie. */
+  /**
+   * Read a directory: names from readdir; ids and cookies of names an older listing still vouches
+   * for are reused, the other names are lstat'ed and recorded (one transaction); sorted by cookie.
+   */
   private async readListing(dir: FileId, dirPath: Buffer, key: string, keepAttrs: boolean): Promise<Listing> {
     this.stats.listingBuilds++;
+    const hint = this.listings.hint(dir);
     const names = await fsp.readdir(dirPath, { encoding: 'buffer' });
     const raw: RawEntry[] = [];
-    const stats = await lstatMany(names.map((n) => joinName(dirPath, n)));
+    const unknown: Buffer[] = [];
+    for (const n of names) {
+      const h = hint?.get(nameKey(n));
+      if (h) raw.push({ cookie: h.cookie, name: n, id: h.id });
+      else unknown.push(n);
+    }
+    this.stats.listingStats += unknown.length;
+    const stats = await lstatMany(unknown.map((n) => joinName(dirPath, n)));
     this.nodes.batch(() => {
-      for (let i = 0; i < names.length; i++) {
+      for (let i = 0; i < unknown.length; i++) {
         const st = stats[i];
-        const n = names[i]!;
-        if (!st || st.dev !== this.dev) continue;
+        const n = unknown[i]!;
+        if (!st || st.dev !== this.dev) continue; // vanished meanwhile, or a mount point
         this.record(dir, n, st);
         raw.push({ cookie: nameCookie(n), name: n, id: st.ino, attr: keepAttrs ? this.attrOf(st) : undefined });
       }
@@ -891,12 +907,30 @@ export class LocalZoneFs implements ZoneFs {
     return buildListing(key, raw);
   }
 
-  private async fillAttrs(dirPath: Buffer, page: DirEntry[], known?: (Attr | undefined)[]): Promise<void> {
-    const todo = known ? page.filter((e, i) => !(e.attr = known[i])) : page;
-    const stats = await lstatMany(todo.map((e) => joinName(dirPath, e.name)));
-    todo.forEach((e, i) => {
-      const st = stats[i];
-      if (st && st.ino === e.id) e.attr = this.attrOf(st); // vanished or replaced: no attributes
+  /**
+   * READDIRPLUS attributes for a page. An entry whose name now holds another object (changed
+   * behind our back) is corrected in the page and in the cached listing.
+   */
+  private async fillAttrs(
+    dir: FileId, dirPath: Buffer, page: DirEntry[], listing: Listing, start: number, fresh: boolean,
+  ): Promise<void> {
+    const todo: number[] = [];
+    page.forEach((e, i) => {
+      const known = fresh ? listing.attrs[start + i] : undefined;
+      if (known) e.attr = known;
+      else todo.push(i);
+    });
+    const stats = await lstatMany(todo.map((i) => joinName(dirPath, page[i]!.name)));
+    todo.forEach((i, j) => {
+      const st = stats[j];
+      const e = page[i]!;
+      if (!st || st.dev !== this.dev) return; // vanished: no attributes
+      if (st.ino !== e.id) {
+        this.record(dir, e.name, st);
+        e.id = st.ino;
+        listing.ids[start + i] = st.ino;
+      }
+      e.attr = this.attrOf(st);
     });
   }
 

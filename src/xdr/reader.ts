@@ -67,7 +67,9 @@ export class XdrReader {
 
   /** Fixed-length opaque: a view into the input. */
   fixed(n: number): Buffer {
-    const padded = (n + 3) & ~3;
+    // Check before padding: (n + 3) & ~3 wraps for n near 2^32.
+    if (n > this.end - this.pos) this.need(n);
+    const padded = n + ((4 - (n & 3)) & 3);
     this.need(padded);
     const v = this.buf.subarray(this.pos, this.pos + n);
     this.pos += padded;
