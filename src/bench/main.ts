@@ -66,7 +66,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     .option('--keep', 'keep the temporary directories (logs, configs)', false)
     .option('--log-level <level>', 'daemon log level (info or lower: the ready line is logged at info)', 'info')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeErr: () => {} }); // the message is logged once by main()
   try {
     program.parse(argv as string[], { from: 'user' });
   } catch (err) {

@@ -14,7 +14,7 @@ import { matchesAny } from '../util/cidr.js';
 import { formatSize } from '../util/size.js';
 import { LocalZoneFs } from '../vfs/local.js';
 import type { ZoneFs } from '../vfs/types.js';
-import { createLogger } from './logger.js';
+import { createLogger, notice } from './logger.js';
 import { setupPortmap, type PortmapSetup } from './portmap-setup.js';
 
 const NFS_PROGRAM = 100003;
@@ -147,7 +147,7 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     const pm = await setupPortmap({ mode: overrides.portmap ?? config.nfs.portmap, listen: host, services, log, port: overrides.portmapPort });
     closers.push(() => pm.stop());
 
-    log.info({ nfsPort, mountPort, portmapPort: pm.port, portmap: pm.mode, listen: host, zones: zones.map((z) => `/${z.name}`) }, 'gvd ready');
+    notice(log, { nfsPort, mountPort, portmapPort: pm.port, portmap: pm.mode, listen: host, zones: zones.map((z) => `/${z.name}`) }, 'gvd ready');
 
     let stopping: Promise<void> | null = null;
     return {

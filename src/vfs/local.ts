@@ -94,9 +94,27 @@ export function verifierTimes(v: Buffer): { atime: number; mtime: number } {
 }
 
 /**
- * ZoneFs over a plain directory. FileId = st_ino. Ids are persisted with their parent link in the
- * nodes table, so an id resolves to a path by walking parents; every resolved path is checked with
- * lstat against the expected (dev, ino). Nothing ever follows a symlink inside the zone.
+ * ZoneFs over a plain directory (or ZFS dataset mountpoint). FileId = st_ino.
+ *
+ * - Ids are persisted with their primary (parent, name) link in the nodes table (plus extra hard
+ *   links in node_links), so an id resolves to a path by walking parents in memory; renaming a
+ *   directory updates one row. Every resolved path is checked with lstat against the expected
+ *   (dev, ino, birth time): a mismatch or a vanished path is ESTALE.
+ * - Generations come from a global sequence. A reused inode number is recognised (new generation)
+ *   when we create the object ourselves, when the birth time differs (filesystems that report
+ *   one: ZFS, ext4 with 256-byte inodes, xfs, btrfs), or when the file type differs. Without a
+ *   birth time an out-of-band delete + create at another name that reuses the number looks like a
+ *   rename: the old handle then reaches the new file (the inode's own i_generation would be the
+ *   better signal, but Node cannot issue FS_IOC_GETVERSION).
+ * - Nothing follows a symlink: lstat everywhere, O_NOFOLLOW opens, fchown/fchmod/futimes through
+ *   O_NOFOLLOW descriptors (l* calls for symlinks and sockets). A client can only name entries
+ *   inside a verified directory, with names free of '/', NUL, '.' and '..'. A local user racing
+ *   our lstat-then-use with a directory swap could still win a narrow window (Node has no
+ *   openat); NFS clients cannot, since every name they use is checked first.
+ * - Timestamps set through Node pass through a double (sub-microsecond rounding); the EXCLUSIVE
+ *   verifier therefore lives in whole seconds (31 bits each of atime and mtime).
+ * - Permissions are checked in user space (access.ts); like knfsd, an owner may READ/WRITE their
+ *   own file whatever its mode bits (so `open(O_CREAT|O_WRONLY, 0444)` + write works over NFS).
  */
 export class LocalZoneFs implements ZoneFs {
   readonly name: string;
@@ -360,7 +378,9 @@ export class LocalZoneFs implements ZoneFs {
       if (sizeChange) await fh!.truncate(Number(a.size!));
       if (timeChange) {
         const at = a.atime === undefined ? Number(st.atimeNs) / 1e9 : a.atime === 'now' ? nowSeconds() : timeToSeconds(a.atime);
-        const mt = a.mtime === undefined ? Number(st.mtimeNs) / 1e9 : a.mtime === 'now' ? nowSeconds() : timeToSeconds(a.mtime);
+        // An unset mtime keeps its value, unless a truncate just moved it to now.
+        const keptMt = sizeChange ? nowSeconds() : Number(st.mtimeNs) / 1e9;
+        const mt = a.mtime === undefined ? keptMt : a.mtime === 'now' ? nowSeconds() : timeToSeconds(a.mtime);
         if (fh) await fh.utimes(at, mt);
         else await fsp.lutimes(r.path, at, mt);
       }
@@ -776,6 +796,8 @@ export class LocalZoneFs implements ZoneFs {
         return { from: await this.dirWcc(fd), to: td === fd ? await this.dirWcc(fd) : await this.dirWcc(td) };
       }
       if (dst) requireStickyOk(tOwned, { uid: Number(dst.uid) }, ctx);
+      // Moving a directory to another parent rewrites its '..': needs write access to it (Linux).
+      if (src.isDirectory() && fromDir !== toDir) requirePerm(this.owned(src), ctx, PERM_W);
       if (src.isDirectory() && this.isAncestorOrSelf(src.ino, toDir)) {
         throw new GvError('EINVAL', 'cannot move a directory into itself');
       }

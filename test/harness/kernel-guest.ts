@@ -53,7 +53,8 @@ export interface GuestRunOptions {
   /** do not mount; the script mounts by itself ($GV_SERVER, $GV_EXPORT, $GV_OPTS are set) */
   noMount?: boolean;
   memoryMb?: number;
-  /** called with every chunk of script output as it arrives */
+  /** called with whole lines of script output as they arrive (default: none; with
+   *  GV_KNFS_VERBOSE=1 in the environment they go to stderr) */
   onOutput?: (chunk: string) => void;
   /** keep the run directory (initrd, console.log) instead of deleting it */
   keepDir?: boolean;
@@ -230,6 +231,9 @@ const EXIT_MARK = /@@GV_EXIT (\d+)@@\r?\n?/;
 
 export async function runGuest(opts: GuestRunOptions): Promise<GuestRunResult> {
   const cache = ensureKernelHarness();
+  if (!opts.onOutput && process.env.GV_KNFS_VERBOSE === '1') {
+    opts = { ...opts, onOutput: (lines) => process.stderr.write(lines.replace(/^/gm, '[guest] ').replace(/\[guest\] $/, '')) };
+  }
   const mountOptions = defaultMountOptions(opts);
   const runDir = mkdtempSync(join(tmpdir(), 'gv-knfs-run-'));
   const consolePath = join(runDir, 'console.log');

@@ -106,17 +106,12 @@ t_chmod() {
 t_many_files() {
   T=$(now)
   mkdir many || fail "mkdir many"
-  # four writers at once: RPCs overlap (the run is latency bound) and the server sees
-  # concurrent CREATEs in one directory
-  mk() {
-    i=$1
-    while [ $i -le 5000 ]; do
-      : > "many/file-$i" || { echo "GVFAIL $step: create many/file-$i"; return 1; }
-      i=$((i + 4))
-    done
-  }
-  mk 1 & p1=$!; mk 2 & p2=$!; mk 3 & p3=$!; mk 4 & p4=$!
-  for p in $p1 $p2 $p3 $p4; do wait $p || fail "a writer failed"; done
+  # one writer: four parallel writers were not faster under TCG (guest and server share 2 cores)
+  i=1
+  while [ $i -le 5000 ]; do
+    : > "many/file-$i" || fail "create many/file-$i"
+    i=$((i + 1))
+  done
   made=$(took "$T")
   seq 1 5000 | sed 's/^/file-/' | sort > /tmp/expected
   echo 3 > /proc/sys/vm/drop_caches
