@@ -15,6 +15,9 @@ import {
 import { RpcClient, successResults, type Cred } from './harness/rpc-client.js';
 
 const ZONE = 'tier-1';
+const ZONE2 = 'tier-2';
+/** A zone whose allow list excludes 127.0.0.1. */
+const CLOSED = 'closed';
 const QUOTA_BYTES = 1n << 30n; // quota = "1G"
 const USER: Cred = { uid: 1000, gid: 1000, gids: [1000] };
 const ZERO_VERF: Buffer = Buffer.alloc(8);
@@ -61,7 +64,7 @@ async function getattr(fh: Buffer): Promise<Fattr3> {
 }
 
 beforeAll(async () => {
-  d = await startTestDaemon({ zones: [ZONE], quota: '1G' });
+  d = await startTestDaemon({ zones: [ZONE, ZONE2, CLOSED], quota: '1G', allow: { [CLOSED]: ['10.200.0.0/16'] } });
   hostZone = d.zonePath(ZONE);
   ({ nfs, root } = await mountZone(d.nfsPort, d.mountPort, ZONE));
 });
@@ -479,11 +482,12 @@ describe('NFSv3 procedures', () => {
     expect(new Set(all.map((e) => e.fileid)).size).toBe(all.length);
   });
 
-  it('READDIRPLUS pages with small dircount/maxcount: attributes and working handles', async () => {
+  it('READDIRPLUS pages with small dircount/maxcount: attributes, working handles, cookies survive changes', async () => {
     const dir = await freshDir('rdplus');
     const N = 120;
     const names = Array.from({ length: N }, (_, i) => `entry-${i}`);
     for (const n of names) await createFile(dir.fh, n, Buffer.from(n));
+    const deleted = new Set<string>();
     const seen = new Map<string, number>();
     let cookie = 0n;
     let verf: Buffer = ZERO_VERF;
@@ -508,11 +512,20 @@ describe('NFSv3 procedures', () => {
       if (r.ok!.entries.length) cookie = r.ok!.entries[r.ok!.entries.length - 1]!.cookie;
       verf = r.ok!.verf;
       pages++;
+      if (!eof && pages <= 3) {
+        // Remove the entry the next cookie points at, and add one.
+        const last = r.ok!.entries[r.ok!.entries.length - 1]!.name;
+        if (names.includes(last)) {
+          expect(st(await nfs.remove(dir.fh, last))).toBe('NFS3_OK');
+          deleted.add(last);
+        }
+        await createFile(dir.fh, `later-${pages}`, Buffer.from(`later-${pages}`));
+      }
     }
     expect(eof).toBe(true);
     expect(pages).toBeGreaterThan(3);
     expect([...seen].filter(([, c]) => c > 1)).toEqual([]);
-    expect(names.filter((n) => !seen.has(n))).toEqual([]);
+    expect(names.filter((n) => !seen.has(n) && !deleted.has(n))).toEqual([]);
   });
 
   it('READDIR of a file is NFS3ERR_NOTDIR', async () => {
@@ -656,6 +669,42 @@ describe('handles and names', () => {
     await nfs.rename(dir.fh, 'file-link', rel.fh, 'moved');
     expect(fs.existsSync(path.join(outside, 'moved'))).toBe(false);
     expect(fs.readdirSync(outside)).toEqual(['secret.txt']);
+  });
+});
+
+describe('zones', () => {
+  it('each zone is its own file system: distinct fsid, EXDEV across zones', async () => {
+    const { nfs: nfs2, root: root2 } = await mountZone(d.nfsPort, d.mountPort, ZONE2);
+    try {
+      const a1 = await getattr(root);
+      const a2 = expectOk(await nfs2.getattr(root2), 'GETATTR tier-2 root');
+      expect(a2.fsid).not.toBe(a1.fsid);
+      expect(root2.equals(root)).toBe(false);
+      const fh = await createFile(root, `cross-${++seq}`, Buffer.from('zone one'));
+      const name = `cross-${seq}`;
+      // The same connection serves both zones: handles carry their zone.
+      expect(st(await nfs.rename(root, name, root2, name))).toBe('NFS3ERR_XDEV');
+      expect(st(await nfs.link(fh, root2, name))).toBe('NFS3ERR_XDEV');
+      expect(fs.existsSync(path.join(d.zonePath(ZONE2), name))).toBe(false);
+      expect(fs.readFileSync(path.join(hostZone, name), 'utf8')).toBe('zone one');
+      expect(st(await nfs.lookup(root2, name))).toBe('NFS3ERR_NOENT');
+      fs.writeFileSync(path.join(d.zonePath(ZONE2), 'only-in-two'), '2');
+      expect(st(await nfs.lookup(root2, 'only-in-two'))).toBe('NFS3_OK');
+      expect(st(await nfs.lookup(root, 'only-in-two'))).toBe('NFS3ERR_NOENT');
+    } finally {
+      nfs2.close();
+    }
+  });
+
+  it('a zone whose allow list excludes the client cannot be mounted', async () => {
+    const m = await RpcClient.connect(d.mountPort);
+    try {
+      const res = await mountMnt(m, `/${CLOSED}`);
+      expect(res.status, 'MNT of a zone not allowed for 127.0.0.1').toBe(13); // MNT3ERR_ACCES
+      expect(res.fh).toBeUndefined();
+    } finally {
+      m.close();
+    }
   });
 });
 

@@ -2,7 +2,8 @@ import { encodeHandle } from '../nfs/handle.js';
 import { accept_stat, AUTH_NONE, AUTH_SYS, type RpcCall } from '../rpc/message.js';
 import type { ConnInfo, ProcResult, RpcProgram } from '../rpc/server.js';
 import { matchesAny, type Cidr } from '../util/cidr.js';
-import type { ZoneFs } from '../vfs/types.js';
+import { GvError, toGvError } from '../errors.js';
+import type { CallContext, FileId, ZoneFs } from '../vfs/types.js';
 import type { XdrReader } from '../xdr/reader.js';
 import { XdrWriter } from '../xdr/writer.js';
 import { MNTNAMLEN, MNTPATHLEN, MOUNT_PROGRAM, MOUNT_V1, MOUNT_V3, mountproc3, mountstat3 } from './constants.js';
@@ -37,9 +38,40 @@ function readDirpath(r: XdrReader): string {
   return r.string(MNTPATHLEN);
 }
 
-function findExport(list: readonly MountExport[], dirpath: string): MountExport | undefined {
-  const want = normaliseDirpath(dirpath);
-  return list.find((e) => exportPath(e.zone.name) === want);
+/**
+ * The export a dirpath names, and the components below the export's root: `/tier-1/a/b` mounts
+ * directory a/b inside zone tier-1 (libnfs mounts the directory part of every URL).
+ */
+function findExport(list: readonly MountExport[], dirpath: string): { exp: MountExport; rest: string[] } | undefined {
+  const parts = normaliseDirpath(dirpath).split('/').slice(1);
+  const exp = list.find((e) => e.zone.name === parts[0]);
+  return exp ? { exp, rest: parts.slice(1) } : undefined;
+}
+
+const MOUNT_ERRORS: Record<string, mountstat3> = {
+  ENOENT: mountstat3.MNT3ERR_NOENT,
+  ESTALE: mountstat3.MNT3ERR_NOENT,
+  EACCES: mountstat3.MNT3ERR_ACCES,
+  EPERM: mountstat3.MNT3ERR_PERM,
+  ENOTDIR: mountstat3.MNT3ERR_NOTDIR,
+  ENAMETOOLONG: mountstat3.MNT3ERR_NAMETOOLONG,
+  EINVAL: mountstat3.MNT3ERR_INVAL,
+};
+
+/** Walk `rest` from the zone root with the caller's credentials; never '..', never a symlink. */
+async function walk(zone: ZoneFs, rest: string[], call: RpcCall, conn: ConnInfo): Promise<FileId> {
+  const a = call.authSys;
+  const ctx: CallContext = {
+    uid: a ? a.uid : 65534, gid: a ? a.gid : 65534, gids: a ? a.gids : [], client: conn.remoteAddress, origin: 'nfs',
+  };
+  let id = zone.rootId;
+  for (const part of rest) {
+    if (part === '.' || part === '..') throw new GvError('EINVAL', 'dirpath may not contain . or ..');
+    const found = await zone.lookup(ctx, id, Buffer.from(part, 'utf8'));
+    if (found.attr.type !== 'dir') throw new GvError('ENOTDIR', `${part} is not a directory`);
+    id = found.id;
+  }
+  return id;
 }
 
 function statusOnly(stat: mountstat3): Buffer {
@@ -49,28 +81,34 @@ function statusOnly(stat: mountstat3): Buffer {
 /** MNT: dirpath → mountres3 (root handle and auth flavors, or an error status). */
 async function mnt(deps: MountDeps, mounts: MountList, call: RpcCall, conn: ConnInfo): Promise<Buffer> {
   const dirpath = readDirpath(call.args);
-  const exp = findExport(deps.exports(), dirpath);
-  if (!exp) {
+  const found = findExport(deps.exports(), dirpath);
+  if (!found) {
     deps.log?.({ client: conn.remoteAddress, dirpath }, 'mount refused: no such export');
     return statusOnly(mountstat3.MNT3ERR_NOENT);
   }
+  const exp = found.exp;
   if (!matchesAny(conn.remoteAddress, exp.allow)) {
     deps.log?.({ client: conn.remoteAddress, dirpath, allow: exp.allow.map((c) => c.text) }, 'mount refused: client not in allow list');
     return statusOnly(mountstat3.MNT3ERR_ACCES);
   }
   const zone = exp.zone;
+  let id: FileId;
   let generation: number;
   try {
-    generation = await zone.generation(zone.rootId);
+    id = await walk(zone, found.rest, call, conn);
+    generation = await zone.generation(id);
   } catch (err) {
-    deps.log?.({ client: conn.remoteAddress, dirpath, err: String(err) }, 'mount failed: zone root unavailable');
-    return statusOnly(mountstat3.MNT3ERR_IO);
+    const e = toGvError(err);
+    const stat = MOUNT_ERRORS[e.code] ?? mountstat3.MNT3ERR_IO;
+    deps.log?.({ client: conn.remoteAddress, dirpath, err: e.message }, 'mount refused');
+    return statusOnly(stat);
   }
-  mounts.add(conn.remoteAddress, exportPath(zone.name));
-  deps.log?.({ client: conn.remoteAddress, dirpath: exportPath(zone.name) }, 'mounted');
+  const mounted = normaliseDirpath(dirpath);
+  mounts.add(conn.remoteAddress, mounted);
+  deps.log?.({ client: conn.remoteAddress, dirpath: mounted }, 'mounted');
   const w = new XdrWriter(96);
   w.u32(mountstat3.MNT3_OK);
-  w.opaque(encodeHandle(zone.zoneId, zone.rootId, generation));
+  w.opaque(encodeHandle(zone.zoneId, id, generation));
   w.u32(2).u32(AUTH_SYS).u32(AUTH_NONE);
   return w.bytes();
 }

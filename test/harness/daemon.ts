@@ -19,6 +19,8 @@ export interface TestDaemonOptions {
   zones?: string[];
   /** Quota written for every zone (default '1G'). */
   quota?: string;
+  /** Client allow list per zone (default ["127.0.0.1/32"]). */
+  allow?: Record<string, string[]>;
   /** TOML appended verbatim to the generated config. */
   extraConfig?: string;
   env?: Record<string, string>;
@@ -119,7 +121,10 @@ export function ensureBuilt(): void {
   builtThisProcess = true;
 }
 
-function writeConfig(file: string, dir: string, stateDir: string, zones: string[], quota: string, extra: string): void {
+function writeConfig(
+  file: string, dir: string, stateDir: string, zones: string[], quota: string, extra: string,
+  allow: Record<string, string[]>,
+): void {
   const lines = [
     '[node]',
     'name = "test"',
@@ -137,7 +142,7 @@ function writeConfig(file: string, dir: string, stateDir: string, zones: string[
       `[zones.${z}]`,
       `path = ${JSON.stringify(path.join(dir, 'zones', z))}`,
       `quota = ${JSON.stringify(quota)}`,
-      'allow = ["127.0.0.1/32"]',
+      `allow = ${JSON.stringify(allow[z] ?? ['127.0.0.1/32'])}`,
       '',
     );
   }
@@ -161,7 +166,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   fs.mkdirSync(stateDir, { recursive: true });
   for (const z of zones) fs.mkdirSync(path.join(dir, 'zones', z), { recursive: true });
   const configPath = path.join(dir, 'gv.toml');
-  writeConfig(configPath, dir, stateDir, zones, opts.quota ?? '1G', opts.extraConfig ?? '');
+  writeConfig(configPath, dir, stateDir, zones, opts.quota ?? '1G', opts.extraConfig ?? '', opts.allow ?? {});
 
   let cur: Running | null = null;
   const ports = { nfsPort: 0, mountPort: 0, portmapPort: null as number | null };
