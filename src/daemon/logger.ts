@@ -20,7 +20,9 @@ export function createLogger(level: LogLevel, bindings: Record<string, unknown> 
 
 /** Log a life-cycle line at every level but 'silent'. */
 export function notice(log: Logger, obj: object, msg: string): void {
-  (log as Logger & { notice: (o: object, m: string) => void }).notice(obj, msg);
+  const n = (log as Logger & { notice?: (o: object, m: string) => void }).notice;
+  if (typeof n === 'function') n.call(log, obj, msg);
+  else log.info(obj, msg); // a logger made elsewhere (tests) without the custom level
 }
 
 /** Adapter to the `(obj, msg) => void` log callbacks protocol modules take. */
