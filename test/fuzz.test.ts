@@ -158,7 +158,9 @@ describe('fuzz: codecs and programs in process', () => {
       const input = rng.chance(0.15) ? msg : mutate(msg, rng);
       let reply: Buffer[] | null;
       try {
-        reply = await server.dispatch(input, conn);
+        const r = await server.dispatch(input, conn);
+        reply = r ? r.chunks : null;
+        r?.release?.();
       } catch (e) {
         rpcErrors.push(`dispatch threw: ${describeError(e)}`);
         continue;

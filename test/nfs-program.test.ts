@@ -46,7 +46,7 @@ async function call(zone: ZoneFs, proc: number, args: Buffer, auth = { uid: 0, g
   const rec = encodeCall(0x1234, 100003, 3, proc, args, auth);
   const out = await srv.dispatch(rec, { remoteAddress: '127.0.0.1', remotePort: 900 });
   expect(out).not.toBeNull();
-  const reply = Buffer.concat(out!);
+  const reply = Buffer.concat(out!.chunks);
   // xid, REPLY, MSG_ACCEPTED, verf AUTH_NONE/0, accept_stat
   const head = reply.subarray(0, 24).toString('hex');
   return { head, body: reply.subarray(24), verifier: prog.writeVerifier };

@@ -175,3 +175,51 @@ describe('recordMark', () => {
     expect(records.map(String)).toEqual(['reply bytes!']);
   });
 });
+
+describe('RecordDecoder with a buffer pool', () => {
+  it('gathers a large record spanning chunks into a pooled buffer, released exactly once', async () => {
+    const { BufferPool } = await import('../src/util/buffer-pool.js');
+    const pool = new BufferPool(256 * 1024, 2);
+    const got: { rec: Buffer; release?: () => void }[] = [];
+    const dec = new RecordDecoder(1 << 20, (rec, release) => got.push({ rec: Buffer.from(rec), release }), 1024, pool);
+    const body = Buffer.alloc(200_000);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
+    const mark = Buffer.alloc(4);
+    mark.writeUInt32BE((0x80000000 | body.length) >>> 0);
+    const stream = Buffer.concat([mark, body, mark, body]);
+    // Chunks of 65,536 bytes: each record spans four chunks and ends inside one.
+    for (let off = 0; off < stream.length; off += 65536) dec.push(stream.subarray(off, off + 65536));
+    expect(got).toHaveLength(2);
+    for (const g of got) {
+      expect(g.rec.equals(body)).toBe(true);
+      expect(typeof g.release).toBe('function');
+    }
+    expect(pool.inUse).toBe(2);
+    got[0]!.release!();
+    got[0]!.release!(); // idempotent
+    expect(pool.inUse).toBe(1);
+    got[1]!.release!();
+    expect(pool.inUse).toBe(0);
+  });
+
+  it('falls back to gathering views when the pool is exhausted, and dispose() returns a partial record', async () => {
+    const { BufferPool } = await import('../src/util/buffer-pool.js');
+    const pool = new BufferPool(128 * 1024, 1);
+    const got: Buffer[] = [];
+    const dec = new RecordDecoder(1 << 20, (rec) => got.push(Buffer.from(rec)), 1024, pool);
+    const held = pool.take(1)!;
+    const body = Buffer.alloc(100_000, 7);
+    const mark = Buffer.alloc(4);
+    mark.writeUInt32BE((0x80000000 | body.length) >>> 0);
+    const stream = Buffer.concat([mark, body]);
+    dec.push(stream.subarray(0, 70_000));
+    dec.push(stream.subarray(70_000));
+    expect(got).toHaveLength(1);
+    expect(got[0]!.equals(body)).toBe(true);
+    pool.give(held);
+    dec.push(stream.subarray(0, 70_000)); // a partial record now takes the pooled buffer
+    expect(pool.inUse).toBe(1);
+    dec.dispose();
+    expect(pool.inUse).toBe(0);
+  });
+});

@@ -33,7 +33,9 @@ export function demoConfig(dir: string, opts: { nfsPort: number; mountPort: numb
       anonUid: 65534,
       anonGid: 65534,
     },
-    zones: [{ name: DEMO_ZONE, path: path.join(root, DEMO_ZONE), quotaBytes: null, allow: [parseCidr('127.0.0.1/32')] }],
+    zones: [{ name: DEMO_ZONE, path: path.join(root, DEMO_ZONE), quotaBytes: null, allow: [parseCidr('127.0.0.1/32')], dataset: null }],
+    zfs: { pool: null, datasetRoot: 'gv-zones' },
+    cluster: { nodes: [], zoneAllow: [parseCidr('127.0.0.1/32')] },
   };
 }
 

@@ -7,9 +7,17 @@ import { loadConfigFile } from '../config/load.js';
 import type { LogLevel, PortmapMode } from '../config/types.js';
 import { startDaemon, type Daemon, type DaemonOverrides } from '../daemon/start.js';
 import { GvError } from '../errors.js';
+import { openContext, Output, type CliContext } from './context.js';
 import { DEFAULT_DEMO_DIR, demoConfig, demoPorts, mountInstructions, prepareDemoDir } from './demo.js';
+import { init, type InitFlags } from './init.js';
+import { status } from './status.js';
+import { zoneCreate, zoneDestroy, zoneList, zoneSetQuota, zoneShow, type CreateFlags } from './zone.js';
 
-/** Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error. */
+/**
+ * Exit codes: 0 ok; 1 operational failure (zone exists, dataset exists, zone holds data, ZFS
+ * error, ...); 2 usage or configuration error (unknown flag, bad size, invalid name, unknown node,
+ * broken config file).
+ */
 const EXIT_USAGE = 2;
 const STOP_DEADLINE_MS = 9000;
 
@@ -60,10 +68,17 @@ async function runDaemon(flags: DaemonFlags): Promise<void> {
     daemon = await startDaemon(config, overrides);
     process.stderr.write(mountInstructions({ nfsPort: daemon.nfsPort, mountPort: daemon.mountPort, portmapPort: daemon.portmapPort }));
   }
+  // SIGHUP: re-read the config file and the catalog (same as `gv zone ...` asking over the socket).
+  const onHup = () => {
+    daemon.log.info({ signal: 'SIGHUP' }, 'signal received: reloading');
+    daemon.reload().catch((err) => daemon.log.error({ err: String(err) }, 'reload failed'));
+  };
+  process.on('SIGHUP', onHup);
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals) => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      process.off('SIGHUP', onHup);
       daemon.log.info({ signal: sig }, 'signal received');
       const deadline = setTimeout(() => {
         daemon.log.error({}, 'stop took too long; exiting');
@@ -108,7 +123,87 @@ export function buildProgram(): Command {
     .action(async (flags: DaemonFlags) => {
       await runDaemon(flags);
     });
+
+  const CONFIG_HELP = 'config file (default: $GV_CONFIG, else /etc/grapevine/gv.toml)';
+  const JSON_HELP = 'machine output: one JSON document on stdout';
+  interface Common {
+    config?: string;
+    json?: boolean;
+  }
+  /** Open the node's config and catalog, run, always close. */
+  const withContext = async (o: Common, fn: (ctx: CliContext, out: Output) => Promise<void>): Promise<void> => {
+    const ctx = openContext(o.config);
+    try {
+      await fn(ctx, new Output(o.json === true));
+    } finally {
+      ctx.close();
+    }
+  };
+
+  program
+    .command('init')
+    .description('create this node: identity (id, Ed25519 keys) in the state dir and a config file')
+    .requiredOption('--name <name>', "this node's name")
+    .option('--state-dir <dir>', 'state directory (default /var/lib/grapevine)')
+    .option('-c, --config <file>', 'config file to write (default: $GV_CONFIG, else /etc/grapevine/gv.toml)')
+    .option('--pool <pool>', 'ZFS pool new zones are created in (default: zones are directories)')
+    .option('--json', JSON_HELP)
+    .action(async (o: InitFlags & Common) => {
+      await init(new Output(o.json === true), o);
+    });
+
+  program
+    .command('status')
+    .description('this node, its zones (quota, used) and whether the daemon runs')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--json', JSON_HELP)
+    .action(async (o: Common) => withContext(o, (ctx, out) => status(ctx, out)));
+
+  const zone = program.command('zone').description('replication zones: create, list, show, set-quota, destroy');
+  zone
+    .command('create <name>')
+    .description('add a zone to the catalog and, when this node is a member, create its dataset or directory')
+    .requiredOption('--quota <size>', 'quota, binary units as in ZFS (512G, 1.5T, 100M)')
+    .option('--nodes <a,b,c>', 'member nodes (default: this node)')
+    .option('--dataset <pool/path>', 'ZFS dataset for this node (default <pool>/<dataset_root>/<name> when [zfs] pool is set)')
+    .option('--path <dir>', 'directory for this node instead of a dataset (default <state_dir>/zones/<name>)')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--json', JSON_HELP)
+    .action(async (name: string, o: CreateFlags & Common) => withContext(o, (ctx, out) => zoneCreate(ctx, out, name, o)));
+  zone
+    .command('list')
+    .description('every zone: quota, used, members, backing, export path')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--json', JSON_HELP)
+    .action(async (o: Common) => withContext(o, (ctx, out) => zoneList(ctx, out)));
+  zone
+    .command('show <name>')
+    .description('one zone: quota, used, members, backing, export path (warns when the quota exceeds free space)')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--json', JSON_HELP)
+    .action(async (name: string, o: Common) => withContext(o, (ctx, out) => zoneShow(ctx, out, name)));
+  zone
+    .command('set-quota <name> <size>')
+    .description('change the quota (refused below what the zone uses)')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--json', JSON_HELP)
+    .action(async (name: string, size: string, o: Common) => withContext(o, (ctx, out) => zoneSetQuota(ctx, out, name, size)));
+  zone
+    .command('destroy <name>')
+    .description('remove a zone; refused while it holds data unless --force (which deletes the data)')
+    .option('--force', 'also destroy the dataset or directory with the data in it')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--json', JSON_HELP)
+    .action(async (name: string, o: Common & { force?: boolean }) => withContext(o, (ctx, out) => zoneDestroy(ctx, out, name, o.force === true)));
   return program;
+}
+
+const USAGE_CODES = new Set(['USAGE', 'CONFIG']);
+
+/** With --json, failures are a JSON document on stdout too (the message also goes to stderr). */
+function reportError(argv: string[], code: string, message: string): void {
+  process.stderr.write(`gv: ${message}\n`);
+  if (argv.includes('--json')) process.stdout.write(JSON.stringify({ ok: false, error: { code, message } }) + '\n');
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -119,13 +214,16 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) {
       // Commander already printed its message (or the help/version text).
+      if (err.exitCode !== 0 && argv.includes('--json')) {
+        process.stdout.write(JSON.stringify({ ok: false, error: { code: 'USAGE', message: err.message } }) + '\n');
+      }
       return err.exitCode === 0 ? 0 : EXIT_USAGE;
     }
-    if (err instanceof GvError && (err.code === 'USAGE' || err.code === 'CONFIG')) {
-      process.stderr.write(`gv: ${err.message}\n`);
-      return EXIT_USAGE;
+    if (err instanceof GvError) {
+      reportError(argv, err.code, err.message);
+      return USAGE_CODES.has(err.code) ? EXIT_USAGE : 1;
     }
-    process.stderr.write(`gv: ${err instanceof Error ? err.message : String(err)}\n`);
+    reportError(argv, 'INTERNAL', err instanceof Error ? err.message : String(err));
     return 1;
   }
 }

@@ -6,11 +6,14 @@ import type { z } from 'zod';
 import { GvError } from '../errors.js';
 import { parseAddress, parseCidr, type Cidr } from '../util/cidr.js';
 import { parseSize } from '../util/size.js';
-import { fileSchema, nfsSchema, nodeSchema, NODE_NAME_RE, zoneSchema, ZONE_NAME_RE, type RawConfig } from './schema.js';
+import { validateDatasetName, validatePoolName } from '../zfs/names.js';
+import { clusterSchema, fileSchema, metricsSchema, nfsSchema, nodeSchema, NODE_NAME_RE, zfsSchema, zoneSchema, ZONE_NAME_RE, type RawConfig } from './schema.js';
+import { metricsConfigFromRaw } from '../metrics/config.js';
 import type { Config, ZoneConfig } from './types.js';
 
 export const DEFAULT_ALLOW = ['127.0.0.1/32'];
 export const DEFAULTS = {
+  datasetRoot: 'gv-zones',
   listen: '127.0.0.1',
   port: 2049,
   mountPort: 20048,
@@ -32,7 +35,7 @@ function fail(file: string, key: string, reason: string): never {
 }
 
 function allowedKeys(key: string): string[] {
-  const shapes: Record<string, z.ZodObject> = { '': fileSchema, node: nodeSchema, nfs: nfsSchema };
+  const shapes: Record<string, z.ZodObject> = { '': fileSchema, node: nodeSchema, nfs: nfsSchema, zfs: zfsSchema, cluster: clusterSchema, metrics: metricsSchema };
   const shape = shapes[key] ?? (key.startsWith('zones.') ? zoneSchema : undefined);
   return shape ? Object.keys(shape.shape) : [];
 }
@@ -135,10 +138,31 @@ function buildConfig(raw: RawConfig, file: string): Config {
     if (!ZONE_NAME_RE.test(name)) {
       fail(file, key, `bad zone name "${name}" (allowed: letters, digits, '_', '.', '-', 1-64 characters, starting with a letter or digit)`);
     }
-    const zonePath = path.resolve(base, z.path);
-    const other = byPath.get(zonePath);
+    if (z.path !== undefined && z.dataset !== undefined) {
+      fail(file, `${key}.dataset`, 'a zone has either path (a directory) or dataset (a ZFS dataset), not both');
+    }
+    if (z.path === undefined && z.dataset === undefined) fail(file, `${key}.path`, 'missing path (required)');
+    let dataset: string | null = null;
+    if (z.dataset !== undefined) {
+      try {
+        validateDatasetName(z.dataset);
+      } catch (err) {
+        fail(file, `${key}.dataset`, (err as Error).message);
+      }
+      if (!z.dataset.includes('/')) fail(file, `${key}.dataset`, `"${z.dataset}" is a pool; name a dataset inside it (e.g. ${z.dataset}/gv-zones/${name})`);
+      if (z.quota !== undefined) fail(file, `${key}.quota`, 'not used with dataset: the quota is the dataset\'s (zfs set quota=SIZE DATASET)');
+      dataset = z.dataset;
+    }
+    // A dataset zone's path is its mountpoint, found when the daemon opens it.
+    const zonePath = z.path !== undefined ? path.resolve(base, z.path) : '';
+    const other = z.path !== undefined ? byPath.get(zonePath) : undefined;
     if (other !== undefined) fail(file, `${key}.path`, `same directory as zone "${other}" (${zonePath}); two zones cannot share a directory`);
-    byPath.set(zonePath, name);
+    if (z.path !== undefined) byPath.set(zonePath, name);
+    if (dataset !== null) {
+      const otherDs = byPath.get(`zfs:${dataset}`);
+      if (otherDs !== undefined) fail(file, `${key}.dataset`, `same dataset as zone "${otherDs}" (${dataset}); two zones cannot share a dataset`);
+      byPath.set(`zfs:${dataset}`, name);
+    }
     let quotaBytes: number | null = null;
     if (z.quota !== undefined && z.quota !== 'none') {
       try {
@@ -147,16 +171,31 @@ function buildConfig(raw: RawConfig, file: string): Config {
         fail(file, `${key}.quota`, (err as Error).message);
       }
     }
-    const allow: Cidr[] = [];
-    (z.allow ?? DEFAULT_ALLOW).forEach((text, i) => {
-      try {
-        allow.push(parseCidr(text));
-      } catch (err) {
-        fail(file, `${key}.allow[${i}]`, `bad CIDR: ${(err as Error).message}`);
-      }
-    });
-    zones.push({ name, path: zonePath, quotaBytes, allow });
+    const allow = parseAllow(file, `${key}.allow`, z.allow ?? DEFAULT_ALLOW);
+    zones.push({ name, path: zonePath, quotaBytes, allow, dataset });
   }
+  const zfs = raw.zfs ?? {};
+  if (zfs.pool !== undefined) {
+    try {
+      validatePoolName(zfs.pool);
+    } catch (err) {
+      fail(file, 'zfs.pool', (err as Error).message);
+    }
+  }
+  const datasetRoot = zfs.dataset_root ?? DEFAULTS.datasetRoot;
+  try {
+    validateDatasetName(`${zfs.pool ?? 'pool'}/${datasetRoot}`);
+  } catch (err) {
+    fail(file, 'zfs.dataset_root', (err as Error).message);
+  }
+  const cluster = raw.cluster ?? {};
+  const peers: string[] = [];
+  (cluster.nodes ?? []).forEach((n, i) => {
+    if (!NODE_NAME_RE.test(n)) fail(file, `cluster.nodes[${i}]`, `bad node name "${n}" (allowed: letters, digits, '_', '.', '-', 1-64 characters, starting with a letter or digit)`);
+    if (n === nodeName || peers.includes(n)) fail(file, `cluster.nodes[${i}]`, `node "${n}" is listed twice (this node, ${nodeName}, is always known)`);
+    peers.push(n);
+  });
+  const zoneAllow = parseAllow(file, 'cluster.zone_allow', cluster.zone_allow ?? DEFAULT_ALLOW);
   return {
     file,
     node: {
@@ -176,5 +215,20 @@ function buildConfig(raw: RawConfig, file: string): Config {
       anonGid: nfs.anon_gid ?? DEFAULTS.anonId,
     },
     zones,
+    zfs: { pool: zfs.pool ?? null, datasetRoot },
+    cluster: { nodes: peers, zoneAllow },
+    metrics: metricsConfigFromRaw(raw.metrics, file),
   };
+}
+
+function parseAllow(file: string, key: string, list: readonly string[]): Cidr[] {
+  const allow: Cidr[] = [];
+  list.forEach((text, i) => {
+    try {
+      allow.push(parseCidr(text));
+    } catch (err) {
+      fail(file, `${key}[${i}]`, `bad CIDR: ${(err as Error).message}`);
+    }
+  });
+  return allow;
 }

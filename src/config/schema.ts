@@ -30,15 +30,41 @@ export const nfsSchema = z.strictObject({
 });
 
 export const zoneSchema = z.strictObject({
-  path: z.string().min(1, 'must not be empty'),
+  path: z.string().min(1, 'must not be empty').optional(),
   quota: z.union([z.string(), z.number()]).optional(),
   allow: z.array(z.string()).optional(),
+  /** A ZFS dataset served instead of `path` (its mountpoint); the quota is the dataset's. */
+  dataset: z.string().min(1, 'must not be empty').optional(),
+});
+
+export const zfsSchema = z.strictObject({
+  /** Pool new zones are created in (`gv zone create`); absent: zones are directories. */
+  pool: z.string().min(1, 'must not be empty').optional(),
+  /** Parent dataset below the pool: `<pool>/<dataset_root>/<zone>`. */
+  dataset_root: z.string().min(1, 'must not be empty').optional(),
+});
+
+export const clusterSchema = z.strictObject({
+  /** Names of the other nodes zones may list as members (this node is always known). */
+  nodes: z.array(z.string()).optional(),
+  /** Clients allowed to mount zones from the catalog (zones in this file have their own allow). */
+  zone_allow: z.array(z.string()).optional(),
+});
+
+/** `[metrics]`: the Prometheus endpoint (see src/metrics). */
+export const metricsSchema = z.strictObject({
+  enabled: z.boolean().optional(),
+  listen: z.string().optional(),
+  port: port.optional(),
 });
 
 export const fileSchema = z.strictObject({
   node: nodeSchema.optional(),
   nfs: nfsSchema.optional(),
   zones: z.record(z.string(), zoneSchema).optional(),
+  zfs: zfsSchema.optional(),
+  cluster: clusterSchema.optional(),
+  metrics: metricsSchema.optional(),
 });
 
 export type RawConfig = z.infer<typeof fileSchema>;

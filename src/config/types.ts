@@ -9,9 +9,34 @@ export interface ZoneConfig {
   name: string;
   /** Absolute directory (or dataset mountpoint) served. */
   path: string;
-  /** Bytes, or null when unlimited. */
+  /** Bytes enforced by the daemon, or null when unlimited (or, with `dataset`, enforced by ZFS). */
   quotaBytes: number | null;
   allow: Cidr[];
+  /** ZFS dataset whose mountpoint is served (then `path` is resolved at start), or null. */
+  dataset: string | null;
+}
+
+export interface ZfsConfig {
+  /** Default pool for new zones, or null (zones are then directories). */
+  pool: string | null;
+  /** Dataset below the pool that holds zone datasets. */
+  datasetRoot: string;
+}
+
+export interface ClusterConfig {
+  /** Other nodes' names (this node is always known too). */
+  nodes: string[];
+  /** Allow list of zones that come from the catalog. */
+  zoneAllow: Cidr[];
+}
+
+/** `[metrics]`: Prometheus text format on http://listen:port/metrics. */
+export interface MetricsConfig {
+  enabled: boolean;
+  /** Address to serve on; loopback by default (metrics reveal zone names and usage). */
+  listen: string;
+  /** 0 picks a free port. */
+  port: number;
 }
 
 export interface NfsConfig {
@@ -32,4 +57,8 @@ export interface Config {
   node: { name: string; stateDir: string | null; logLevel: LogLevel };
   nfs: NfsConfig;
   zones: ZoneConfig[];
+  zfs: ZfsConfig;
+  cluster: ClusterConfig;
+  /** Absent: the defaults (enabled, 127.0.0.1:9586). */
+  metrics?: MetricsConfig;
 }

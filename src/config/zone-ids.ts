@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { GvError } from '../errors.js';
+import { migrate } from '../journal/db.js';
+import { MIGRATIONS } from '../journal/migrations.js';
 
 /**
  * Zone ids: the small integer inside every file handle. An id is given to a zone name once and
@@ -38,9 +40,12 @@ export function assignZoneIds(table: ZoneIdTable, names: readonly string[]): Map
   return out;
 }
 
-/** Zone ids in a STRICT table of the daemon's SQLite database. */
+/**
+ * Zone ids in the STRICT gv_zone_ids table of the daemon's SQLite database (created by migration
+ * 2; a database not migrated yet is migrated here).
+ */
 export function sqliteZoneIds(db: Database.Database): ZoneIdTable {
-  db.exec('CREATE TABLE IF NOT EXISTS gv_zone_ids (name TEXT PRIMARY KEY, zone_id INTEGER NOT NULL UNIQUE) STRICT');
+  migrate(db, MIGRATIONS);
   const select = db.prepare<[], { name: string; zone_id: number }>('SELECT name, zone_id FROM gv_zone_ids');
   const insert = db.prepare<[string, number]>('INSERT INTO gv_zone_ids (name, zone_id) VALUES (?, ?)');
   return {

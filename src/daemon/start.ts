@@ -1,21 +1,28 @@
-import fs from 'node:fs';
 import type { Logger } from 'pino';
-import { sqliteZoneIds, assignZoneIds } from '../config/zone-ids.js';
+import { startZoneService, type ApplyResult } from '../catalog/served-zones.js';
+import { loadConfigFile } from '../config/load.js';
+import { controlSocketPath } from '../control/protocol.js';
+import { startControlServer } from '../control/server.js';
 import type { Config, LogLevel, PortmapMode } from '../config/types.js';
 import { GvError } from '../errors.js';
 import { GvDatabase } from '../journal/db.js';
 import { MOUNT_PROGRAM } from '../mount/constants.js';
-import { createMountProgram, type MountExport } from '../mount/program.js';
-import { createNfsProgram, type ZoneRegistry } from '../nfs/program.js';
+import { createMountProgram } from '../mount/program.js';
+import { createNfsProgram } from '../nfs/program.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type mapping } from '../portmap/constants.js';
 import { RpcServer, type RpcServerOptions } from '../rpc/server.js';
 import { UdpRpcServer } from '../rpc/udp.js';
-import { matchesAny } from '../util/cidr.js';
-import { formatSize } from '../util/size.js';
-import { LocalZoneFs } from '../vfs/local.js';
+import { MAX_IO } from '../nfs/constants.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import type { ZoneFs } from '../vfs/types.js';
 import { createLogger, notice } from './logger.js';
 import { setupPortmap, type PortmapSetup } from './portmap-setup.js';
+import { effectiveMetricsConfig } from '../metrics/config.js';
+import { MetricsServer } from '../metrics/http.js';
+import { GvMetrics } from '../metrics/registry.js';
+import { instrumentProgram } from '../metrics/rpc.js';
+import { collectZoneUsage } from '../metrics/zone-usage.js';
+import { meteredZones } from '../vfs/metered.js';
 
 const NFS_PROGRAM = 100003;
 
@@ -27,6 +34,8 @@ export interface DaemonOverrides {
   portmap?: PortmapMode;
   /** Port the portmapper is served on / looked for (tests); default 111. */
   portmapPort?: number;
+  /** Port of the /metrics listener (overrides [metrics] port; 0 picks one). */
+  metricsPort?: number;
   logger?: Logger;
 }
 
@@ -35,8 +44,15 @@ export interface Daemon {
   mountPort: number;
   portmapPort: number | null;
   portmapMode: PortmapSetup['mode'];
-  zones: readonly ZoneFs[];
+  /** Port of the Prometheus /metrics listener, or null when disabled or unavailable. */
+  metricsPort: number | null;
+  /** The zones served now (changes on reload). */
+  readonly zones: readonly ZoneFs[];
   log: Logger;
+  /** The control socket (`<state_dir>/gvd.sock`). */
+  controlSocket: string;
+  /** Re-read the config file and the catalog; open, change and close zones accordingly. */
+  reload(): Promise<ApplyResult & { catalogVersion: number }>;
   /** Stop accepting, finish in-flight calls, close zones and the database. Idempotent. */
   stop(): Promise<void>;
 }
@@ -67,47 +83,30 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
   try {
     const db = GvDatabase.open(stateDir);
     cleanups.push(() => db.close());
-    const ids = assignZoneIds(sqliteZoneIds(db.sqlite), config.zones.map((z) => z.name));
+    // Zones from the config file and the catalog; reloaded on SIGHUP / control request.
+    const service = await startZoneService(config, db, log, () => (config.file ? loadConfigFile(config.file) : config));
+    cleanups.push(() => service.set.closeAll());
+    const registry = service.set.registry;
+    const metricsCfg = effectiveMetricsConfig(config.metrics);
+    const metrics = metricsCfg.enabled ? new GvMetrics() : null;
+    metrics?.setZoneUsage(() => collectZoneUsage(registry.list()));
 
-    const zones: ZoneFs[] = [];
-    const exports: MountExport[] = [];
-    for (const zc of config.zones) {
-      fs.mkdirSync(zc.path, { recursive: true });
-      const zone = await LocalZoneFs.open({
-        name: zc.name, zoneId: ids.get(zc.name)!, root: zc.path, db, quotaBytes: zc.quotaBytes === null ? undefined : BigInt(zc.quotaBytes),
-      });
-      cleanups.push(() => zone.close());
-      zones.push(zone);
-      exports.push({ zone, allow: zc.allow });
-      log.info({ zone: zc.name, zoneId: zone.zoneId, path: zc.path, quota: zc.quotaBytes === null ? null : formatSize(zc.quotaBytes), allow: zc.allow.map((c) => c.text) }, 'zone open');
-    }
-    const byId = new Map(zones.map((z) => [z.zoneId, z]));
-    const allowCache = new Map<string, boolean>();
-    const allowById = new Map(exports.map((e) => [e.zone.zoneId, e.allow]));
-    // `allows` is for the NFS program: handles must not outlive the MOUNT allow-list check.
-    const registry: ZoneRegistry & { allows(zoneId: number, address: string): boolean } = {
-      byId: (id) => byId.get(id),
-      list: () => zones,
-      allows: (id, address) => {
-        // Checked on every NFS call: memoise per (zone, address), bounded.
-        const key = `${id} ${address}`;
-        let ok = allowCache.get(key);
-        if (ok === undefined) {
-          ok = matchesAny(address, allowById.get(id) ?? []);
-          if (allowCache.size >= 4096) allowCache.clear();
-          allowCache.set(key, ok);
-        }
-        return ok;
-      },
-    };
-
-    const nfs = createNfsProgram({
-      zones: registry,
+    // One pool of 1 MiB buffers for WRITE records and READ payloads (at most 32 MiB), shared by
+    // the RPC servers and the NFS program.
+    const pool = new BufferPool(MAX_IO + 64 * 1024, 32);
+    const nfsProgram = createNfsProgram({
+      pool,
+      // Bytes read/written and errors per zone are counted by a ZoneFs wrapper (src/vfs/metered.ts).
+      zones: metrics ? meteredZones(registry, (z) => metrics.zoneMeter(z.name)) : registry,
       squash: { mode: config.nfs.squash, anonUid: config.nfs.anonUid, anonGid: config.nfs.anonGid },
       log: (obj, msg) => log.warn(obj, msg),
     });
-    const mount = createMountProgram({ exports: () => exports, log: (o, m) => log.info(o, m) });
+    const mountProgram = createMountProgram({ exports: service.set.exports, log: (o, m) => log.info(o, m) });
+    // Calls by program/procedure/status and their latency (src/metrics/rpc.ts).
+    const nfs = metrics ? instrumentProgram(nfsProgram, metrics) : nfsProgram;
+    const mount = metrics ? instrumentProgram(mountProgram, metrics) : mountProgram;
     const rpcOpts: RpcServerOptions = {
+      pool,
       maxRecordSize: config.nfs.maxRecordSize ?? undefined,
       requirePrivilegedPort: config.nfs.requirePrivilegedPort,
       onError: (err, where) => log.warn({ err: err instanceof Error ? err.stack : String(err), where }, 'rpc error'),
@@ -132,6 +131,8 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     if (wantMount !== nfsPort || wantMount === 0) mountPort = await mountServer.listen(wantMount, host);
     const mountUdp = new UdpRpcServer(mountServer, { onError: (err, where) => log.debug({ err: String(err), where }, 'udp error') });
     closers.push(() => mountUdp.close(1000));
+    metrics?.addRpcListener('nfs', nfsServer);
+    metrics?.addRpcListener('mount', mountServer);
     try {
       await mountUdp.listen(mountPort, host);
       mountUdpOk = true;
@@ -147,7 +148,37 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     const pm = await setupPortmap({ mode: overrides.portmap ?? config.nfs.portmap, listen: host, services, log, port: overrides.portmapPort });
     closers.push(() => pm.stop());
 
-    notice(log, { nfsPort, mountPort, portmapPort: pm.port, portmap: pm.mode, listen: host, zones: zones.map((z) => `/${z.name}`) }, 'gvd ready');
+    const startedAt = new Date().toISOString();
+    const control = await startControlServer(controlSocketPath(stateDir), {
+      status: async () => ({
+        pid: process.pid, node: config.node.name, startedAt, listen: host, nfsPort, mountPort, portmapPort: pm.port,
+        portmap: pm.mode, catalogVersion: service.catalog.version(),
+        zones: service.set.specs().map((z) => ({
+          name: z.name, zoneId: service.set.get(z.name)?.zoneId ?? null, path: z.path, source: z.source, dataset: z.dataset,
+          quotaBytes: z.quotaBytes, usedBytes: z.dataset ? null : Number(service.set.get(z.name)?.usage.used ?? 0n),
+        })),
+      }),
+      reload: () => service.reload(),
+    }, (err) => log.warn({ err: String(err) }, 'control request failed'));
+    closers.push(() => control.close());
+
+    // Prometheus /metrics, loopback by default. Metrics are not worth refusing to serve NFS over:
+    // a busy port is logged and the daemon runs without them.
+    let metricsPort: number | null = null;
+    let metricsServer: MetricsServer | null = null;
+    if (metrics) {
+      const srv = new MetricsServer(metrics, { log: (o, m) => log.warn(o, m) });
+      const want = overrides.metricsPort ?? metricsCfg.port;
+      try {
+        metricsPort = await srv.listen(want, metricsCfg.listen);
+        metricsServer = srv;
+        closers.push(() => srv.close());
+      } catch (err) {
+        log.warn({ err: String(err), listen: metricsCfg.listen, port: want }, 'metrics endpoint unavailable; serving without it (set [metrics] port, or enabled = false)');
+      }
+    }
+
+    notice(log, { nfsPort, mountPort, portmapPort: pm.port, portmap: pm.mode, metricsPort, listen: host, zones: service.set.zones().map((z) => `/${z.name}`), control: control.path }, 'gvd ready');
 
     let stopping: Promise<void> | null = null;
     return {
@@ -155,16 +186,26 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
       mountPort,
       portmapPort: pm.port,
       portmapMode: pm.mode,
-      zones,
+      metricsPort,
+      get zones() {
+        return service.set.zones();
+      },
       log,
+      controlSocket: control.path,
+      reload: () => service.reload(),
       stop: () => {
         stopping ??= (async () => {
           log.info({}, 'gvd stopping');
-          // Unregister first, stop every listener at once (each drains its in-flight calls), then
-          // close the zones and the database.
+          // Stop every listener at once (each drains its in-flight calls), then close the zones
+          // (fsyncing open files) and the database.
           closers.splice(0);
-          await pm.stop().catch((err) => log.warn({ err: String(err) }, 'portmap stop failed'));
-          await Promise.all([nfsServer.close(4000), mountServer.close(4000), mountUdp.close(1000)]);
+          // Listeners stop accepting synchronously inside close(); unregistering from rpcbind
+          // and closing the control socket run meanwhile.
+          await Promise.all([
+            control.close().catch((err) => log.warn({ err: String(err) }, 'control socket close failed')),
+            pm.stop().catch((err) => log.warn({ err: String(err) }, 'portmap stop failed')),
+            nfsServer.close(4000), mountServer.close(4000), mountUdp.close(1000), metricsServer?.close(),
+          ]);
           await runAll(cleanups);
           log.info({}, 'gvd stopped');
         })();

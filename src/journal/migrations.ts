@@ -38,4 +38,43 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT, WITHOUT ROWID;
   CREATE INDEX node_links_fileid ON node_links (zone_id, fileid);
   `,
+  // 2: zone ids (formerly created ad hoc by config/zone-ids.ts, hence IF NOT EXISTS) and the
+  // cluster catalog: zones, their member nodes, known nodes, and this node's backing of each zone.
+  `
+  CREATE TABLE IF NOT EXISTS gv_zone_ids (name TEXT PRIMARY KEY, zone_id INTEGER NOT NULL UNIQUE) STRICT;
+
+  -- Catalog version: bumped by every catalog change (the next issues replicate the catalog).
+  INSERT INTO counters (name, value) VALUES ('catalog_version', 0);
+
+  -- A replication zone. version = catalog version of its last change.
+  CREATE TABLE catalog_zones (
+    name        TEXT    PRIMARY KEY,
+    quota_bytes INTEGER NOT NULL CHECK (quota_bytes > 0),
+    created_ms  INTEGER NOT NULL,
+    version     INTEGER NOT NULL
+  ) STRICT;
+
+  CREATE TABLE catalog_zone_members (
+    zone TEXT NOT NULL REFERENCES catalog_zones (name) ON DELETE CASCADE,
+    node TEXT NOT NULL,
+    PRIMARY KEY (zone, node)
+  ) STRICT, WITHOUT ROWID;
+
+  -- Nodes known to the cluster (this node registers itself at gv init).
+  CREATE TABLE catalog_nodes (
+    name     TEXT PRIMARY KEY,
+    node_id  TEXT,
+    added_ms INTEGER NOT NULL
+  ) STRICT;
+
+  -- How THIS node stores a zone it is a member of (local, never replicated): a ZFS dataset or a
+  -- directory.
+  CREATE TABLE zone_backing (
+    zone    TEXT NOT NULL PRIMARY KEY REFERENCES catalog_zones (name) ON DELETE CASCADE,
+    kind    TEXT NOT NULL CHECK (kind IN ('zfs', 'dir')),
+    dataset TEXT,
+    path    TEXT,
+    CHECK ((kind = 'zfs' AND dataset IS NOT NULL) OR (kind = 'dir' AND path IS NOT NULL))
+  ) STRICT;
+  `,
 ];

@@ -1,4 +1,5 @@
 import { GvError } from '../errors.js';
+import type { BufferPool } from '../util/buffer-pool.js';
 import type { XdrReader } from '../xdr/reader.js';
 import { padding, XdrWriter } from '../xdr/writer.js';
 import type {
@@ -21,9 +22,11 @@ export interface ProcEnv {
   /** Changes on every daemon start: clients resend UNSTABLE data when it changes. */
   writeVerifier: Buffer;
   log: (obj: object, msg: string) => void;
+  /** Buffers for large READ payloads, handed back once the reply is on the socket. */
+  pool?: BufferPool;
 }
 
-export type ProcReply = Buffer | Buffer[];
+export type ProcReply = Buffer | Buffer[] | { chunks: Buffer[]; release: () => void };
 export type Procedure = (r: XdrReader, ctx: CallContext, env: ProcEnv) => Promise<ProcReply>;
 
 /** Map an error to its nfsstat3, logging the ones the table does not know. */
@@ -172,16 +175,21 @@ export const READ: Procedure = async (r, ctx, env) => {
   const offset = r.u64n();
   const count = Math.min(r.u32(), MAX_IO);
   let res: Resolved | undefined;
+  const pooled = count >= 65536 ? env.pool?.take(count) ?? undefined : undefined;
   try {
     res = await resolveHandle(env.zones, fh, ctx.client);
-    const { data, eof, attr } = await res.zone.read(ctx, res.id, offset, count);
+    const { data, eof, attr } = await res.zone.read(ctx, res.id, offset, count, pooled);
     const w = new XdrWriter(112);
     w.u32(nfsstat3.NFS3_OK);
     writePostOpAttr(w, attr);
     w.u32(data.length).bool(eof).opaqueHeader(data.length);
     // The payload goes out as its own chunk: no copy into the header buffer.
-    return [w.bytes(), data, padding(data.length)];
+    const chunks = [w.bytes(), data, padding(data.length)];
+    if (pooled && data.buffer === pooled.buffer) return { chunks, release: () => env.pool!.give(pooled) };
+    if (pooled) env.pool!.give(pooled);
+    return chunks;
   } catch (err) {
+    if (pooled) env.pool!.give(pooled);
     return statusAttr(fail(env, err, 'READ'), await attrOrNone(ctx, res));
   }
 };

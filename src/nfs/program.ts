@@ -5,6 +5,7 @@ import { NFS_PROGRAM, NFS_V3, PROC_NAMES } from './constants.js';
 import { callContext, type SquashOptions } from './context.js';
 import { PROCEDURES, type ProcEnv } from './procedures.js';
 import type { ZoneRegistry } from './resolve.js';
+import type { BufferPool } from '../util/buffer-pool.js';
 
 export type { ZoneRegistry } from './resolve.js';
 export type { SquashOptions } from './context.js';
@@ -13,6 +14,8 @@ export interface NfsProgramDeps {
   zones: ZoneRegistry;
   squash: SquashOptions;
   log?: (obj: object, msg: string) => void;
+  /** Shared with the RpcServer: pooled buffers for large READ payloads. */
+  pool?: BufferPool;
   /** Per-call observer (metrics): procedure name and duration in seconds. */
   observe?: (proc: string, seconds: number) => void;
 }
@@ -20,7 +23,7 @@ export interface NfsProgramDeps {
 /** NFS version 3 (program 100003) over the ZoneFs seam. */
 export function createNfsProgram(deps: NfsProgramDeps): RpcProgram & { writeVerifier: Buffer } {
   const writeVerifier = randomBytes(8);
-  const env: ProcEnv = { zones: deps.zones, writeVerifier, log: deps.log ?? (() => {}) };
+  const env: ProcEnv = { zones: deps.zones, writeVerifier, log: deps.log ?? (() => {}), pool: deps.pool };
   const observe = deps.observe;
   return {
     prog: NFS_PROGRAM,

@@ -1,4 +1,8 @@
 import { GvError } from '../errors.js';
+import type { BufferPool } from '../util/buffer-pool.js';
+
+/** Records at least this large that span chunks are gathered into a pooled buffer. */
+const POOL_MIN = 64 * 1024;
 
 /**
  * ONC RPC record marking (RFC 5531 §11) as a push decoder: feed it socket chunks, it emits whole
@@ -18,11 +22,18 @@ export class RecordDecoder {
   /** Views of the current record's bytes received so far. */
   private parts: Buffer[] = [];
   private partsLen = 0;
+  /** Pooled buffer the current (single-fragment, large) record is gathered into. */
+  private target: Buffer | null = null;
 
+  /**
+   * `onRecord` gets a `release` function when the record lives in a pooled buffer: call it once
+   * nothing refers to the record any more.
+   */
   constructor(
     private readonly maxRecord: number,
-    private readonly onRecord: (record: Buffer) => void,
+    private readonly onRecord: (record: Buffer, release?: () => void) => void,
     private readonly maxFragments = 1024,
+    private readonly pool?: BufferPool,
   ) {}
 
   push(chunk: Buffer): void {
@@ -45,7 +56,7 @@ export class RecordDecoder {
         if (this.fragRemaining === 0) this.endFragment();
         continue;
       }
-      if (this.fragLast && this.parts.length === 0 && len - off >= this.fragRemaining) {
+      if (this.fragLast && this.partsLen === 0 && this.target === null && this.parts.length === 0 && len - off >= this.fragRemaining) {
         // The whole record is inside this chunk: emit a view.
         const record = chunk.subarray(off, off + this.fragRemaining);
         off += this.fragRemaining;
@@ -56,6 +67,17 @@ export class RecordDecoder {
         continue;
       }
       const take = Math.min(len - off, this.fragRemaining);
+      if (this.target === null && this.pool && this.fragLast && this.parts.length === 0 && this.fragRemaining >= POOL_MIN) {
+        this.target = this.pool.take(this.fragRemaining);
+      }
+      if (this.target !== null) {
+        chunk.copy(this.target, this.partsLen, off, off + take);
+        this.partsLen += take;
+        this.fragRemaining -= take;
+        off += take;
+        if (this.fragRemaining === 0) this.endFragment();
+        continue;
+      }
       // Keep large parts as views; copy small ones, so a view never pins a chunk mostly made of
       // other data (and callers may reuse small buffers).
       const view = chunk.subarray(off, off + take);
@@ -65,6 +87,16 @@ export class RecordDecoder {
       off += take;
       if (this.fragRemaining === 0) this.endFragment();
     }
+  }
+
+  /** The connection is gone: hand a pooled buffer of an incomplete record back. */
+  dispose(): void {
+    if (this.target !== null) {
+      this.pool?.give(this.target);
+      this.target = null;
+    }
+    this.parts = [];
+    this.partsLen = 0;
   }
 
   /** Bytes buffered for an incomplete record (for memory accounting). */
@@ -88,6 +120,22 @@ export class RecordDecoder {
   private endFragment(): void {
     this.inFragment = false;
     if (!this.fragLast) return;
+    const target = this.target;
+    if (target !== null) {
+      const pool = this.pool!;
+      const record = target.subarray(0, this.partsLen);
+      this.target = null;
+      this.partsLen = 0;
+      this.fragments = 0;
+      let released = false;
+      this.onRecord(record, () => {
+        if (!released) {
+          released = true;
+          pool.give(target);
+        }
+      });
+      return;
+    }
     const parts = this.parts;
     const record = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.partsLen);
     this.parts = [];

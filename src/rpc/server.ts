@@ -5,6 +5,7 @@ import {
   accept_stat, acceptedError, acceptedHeader, auth_stat, authError, AUTH_NONE, AUTH_SYS,
   decodeCall, progMismatch, rpcMismatch, type RpcCall,
 } from './message.js';
+import type { BufferPool } from '../util/buffer-pool.js';
 import { RecordDecoder, recordMark } from './record.js';
 
 export interface ConnInfo {
@@ -12,8 +13,21 @@ export interface ConnInfo {
   remotePort: number;
 }
 
-/** What a procedure handler returns: the result bytes after `accept_stat SUCCESS`, or an error. */
-export type ProcResult = Buffer | Buffer[] | { stat: accept_stat.PROC_UNAVAIL | accept_stat.GARBAGE_ARGS | accept_stat.SYSTEM_ERR };
+/**
+ * What a procedure handler returns: the result bytes after `accept_stat SUCCESS`, or an error.
+ * `release` (for pooled payloads) runs once the socket no longer needs the chunks.
+ */
+export type ProcResult =
+  | Buffer
+  | Buffer[]
+  | { chunks: Buffer[]; release: () => void }
+  | { stat: accept_stat.PROC_UNAVAIL | accept_stat.GARBAGE_ARGS | accept_stat.SYSTEM_ERR };
+
+/** Reply chunks for the socket, and what to release after they are written. */
+export interface Reply {
+  chunks: Buffer[];
+  release?: () => void;
+}
 
 export interface RpcProgram {
   readonly prog: number;
@@ -30,6 +44,8 @@ export interface RpcServerOptions {
   maxInFlight?: number;
   /** Bytes of call records being processed across all connections before reading pauses. */
   maxInFlightBytes?: number;
+  /** Pool for large records and payloads (shared with the programs that fill replies). */
+  pool?: BufferPool;
   /** Refuse calls from source ports >= 1024 (AUTH_TOOWEAK). */
   requirePrivilegedPort?: boolean;
   idleTimeoutMs?: number;
@@ -53,7 +69,7 @@ export class RpcServer {
   private readonly starved = new Set<() => void>();
   private drainWaiters: (() => void)[] = [];
   readonly stats: RpcStats = { calls: 0, garbage: 0, droppedConnections: 0 };
-  private readonly opts: Required<Omit<RpcServerOptions, 'onError'>> & Pick<RpcServerOptions, 'onError'>;
+  private readonly opts: Required<Omit<RpcServerOptions, 'onError' | 'pool'>> & Pick<RpcServerOptions, 'onError' | 'pool'>;
 
   constructor(opts: RpcServerOptions = {}) {
     this.opts = {
@@ -64,6 +80,7 @@ export class RpcServer {
       requirePrivilegedPort: opts.requirePrivilegedPort ?? false,
       idleTimeoutMs: opts.idleTimeoutMs ?? 15 * 60_000,
       onError: opts.onError,
+      pool: opts.pool,
     };
   }
 
@@ -134,7 +151,7 @@ export class RpcServer {
     };
     sock.on('drain', resumeIfIdle);
     sock.on('close', () => this.starved.delete(resumeIfIdle));
-    const decoder = new RecordDecoder(this.opts.maxRecordSize, (record) => {
+    const decoder = new RecordDecoder(this.opts.maxRecordSize, (record, releaseRecord) => {
       const size = record.length;
       inFlight++;
       this.inFlightTotal++;
@@ -159,7 +176,10 @@ export class RpcServer {
       };
       this.dispatch(record, conn).then(
         (reply) => {
+          // The call is complete: nothing refers to the request bytes any more.
+          releaseRecord?.();
           if (reply && !sock.destroyed) writeReply(sock, reply);
+          else reply?.release?.();
           if (sock.writableLength >= 8 << 20 && !paused) {
             paused = true;
             sock.pause();
@@ -167,11 +187,12 @@ export class RpcServer {
           done();
         },
         (err) => {
+          releaseRecord?.();
           this.opts.onError?.(err, 'dispatch');
           done();
         },
       );
-    });
+    }, 1024, this.opts.pool);
     sock.on('data', (chunk: Buffer) => {
       try {
         decoder.push(chunk);
@@ -182,11 +203,14 @@ export class RpcServer {
       }
     });
     sock.on('error', () => sock.destroy());
-    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('close', () => {
+      this.sockets.delete(sock);
+      decoder.dispose();
+    });
   }
 
   /** Decode, authenticate and run one call; returns the reply chunks or null to drop it. */
-  async dispatch(record: Buffer, conn: ConnInfo): Promise<Buffer[] | null> {
+  async dispatch(record: Buffer, conn: ConnInfo): Promise<Reply | null> {
     let call: RpcCall;
     try {
       const c = decodeCall(record);
@@ -198,34 +222,36 @@ export class RpcServer {
     }
     this.stats.calls++;
     const xid = call.xid;
-    if (call.rpcvers !== 2) return [rpcMismatch(xid)];
-    if (call.credFlavor !== AUTH_NONE && call.credFlavor !== AUTH_SYS) return [authError(xid, auth_stat.AUTH_REJECTEDCRED)];
-    if (call.credFlavor === AUTH_SYS && call.authSys === null) return [authError(xid, auth_stat.AUTH_BADCRED)];
+    if (call.rpcvers !== 2) return { chunks: [rpcMismatch(xid)] };
+    if (call.credFlavor !== AUTH_NONE && call.credFlavor !== AUTH_SYS) return { chunks: [authError(xid, auth_stat.AUTH_REJECTEDCRED)] };
+    if (call.credFlavor === AUTH_SYS && call.authSys === null) return { chunks: [authError(xid, auth_stat.AUTH_BADCRED)] };
     if (this.opts.requirePrivilegedPort && conn.remotePort >= 1024 && call.proc !== 0) {
-      return [authError(xid, auth_stat.AUTH_TOOWEAK)];
+      return { chunks: [authError(xid, auth_stat.AUTH_TOOWEAK)] };
     }
     const prog = this.programs.get(call.prog);
-    if (!prog) return [acceptedError(xid, accept_stat.PROG_UNAVAIL)];
-    if (call.vers < prog.low || call.vers > prog.high) return [progMismatch(xid, prog.low, prog.high)];
+    if (!prog) return { chunks: [acceptedError(xid, accept_stat.PROG_UNAVAIL)] };
+    if (call.vers < prog.low || call.vers > prog.high) return { chunks: [progMismatch(xid, prog.low, prog.high)] };
     let result: ProcResult;
     try {
       result = await prog.handle(call, conn);
     } catch (err) {
       if (err instanceof GvError && err.code === 'PROTOCOL') {
         this.stats.garbage++;
-        return [acceptedError(xid, accept_stat.GARBAGE_ARGS)];
+        return { chunks: [acceptedError(xid, accept_stat.GARBAGE_ARGS)] };
       }
       this.opts.onError?.(err, `prog ${call.prog} proc ${call.proc}`);
-      return [acceptedError(xid, accept_stat.SYSTEM_ERR)];
+      return { chunks: [acceptedError(xid, accept_stat.SYSTEM_ERR)] };
     }
-    if (!Buffer.isBuffer(result) && !Array.isArray(result)) return [acceptedError(xid, result.stat)];
+    if (!Buffer.isBuffer(result) && !Array.isArray(result) && 'stat' in result) return { chunks: [acceptedError(xid, result.stat)] };
     const head = acceptedHeader(new XdrWriter(24), xid, accept_stat.SUCCESS).bytes();
-    if (Buffer.isBuffer(result)) return [head, result];
-    return [head, ...result];
+    if (Buffer.isBuffer(result)) return { chunks: [head, result] };
+    if (Array.isArray(result)) return { chunks: [head, ...result] };
+    return { chunks: [head, ...result.chunks], release: result.release };
   }
 }
 
-function writeReply(sock: net.Socket, chunks: Buffer[]): void {
+function writeReply(sock: net.Socket, reply: Reply): void {
+  const chunks = reply.chunks;
   let total = 0;
   for (const c of chunks) total += c.length;
   if (total <= 16384) {
@@ -238,11 +264,18 @@ function writeReply(sock: net.Socket, chunks: Buffer[]): void {
       off += c.length;
     }
     sock.write(out);
+    reply.release?.();
     return;
   }
   sock.cork();
   sock.write(recordMark(total));
-  for (const c of chunks) if (c.length) sock.write(c);
+  const last = chunks.length - 1;
+  for (let i = 0; i <= last; i++) {
+    const c = chunks[i]!;
+    // The callback of the last write runs once every chunk was handed to the kernel (or failed).
+    if (i === last && reply.release) sock.write(c, reply.release);
+    else if (c.length) sock.write(c);
+  }
   sock.uncork();
 }
 

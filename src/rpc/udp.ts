@@ -1,6 +1,6 @@
 import dgram from 'node:dgram';
 import type { RpcServer } from './server.js';
-import { normaliseAddress } from './server.js';
+import { normaliseAddress, type Reply } from './server.js';
 
 export interface UdpRpcOptions {
   /** Datagrams larger than this are dropped unread (default 8 KiB: portmap and MOUNT calls are small). */
@@ -52,7 +52,7 @@ export class UdpRpcServer {
     }
     this.inFlight++;
     const conn = { remoteAddress: normaliseAddress(rinfo.address), remotePort: rinfo.port };
-    let p: Promise<Buffer[] | null>;
+    let p: Promise<Reply | null>;
     try {
       p = this.rpc.dispatch(msg, conn);
     } catch (err) {
@@ -61,7 +61,8 @@ export class UdpRpcServer {
     p.then(
       (reply) => {
         if (reply) {
-          const out = Buffer.concat(reply);
+          const out = Buffer.concat(reply.chunks);
+          reply.release?.(); // concat copied the chunks
           if (out.length <= 65507) {
             try {
               sock.send(out, rinfo.port, rinfo.address, (err) => {

@@ -100,6 +100,8 @@ export class FdCache {
     await Promise.all(all.map(async (s) => {
       s.dead = true;
       const f = s.file ?? (await s.pending?.catch(() => undefined));
+      // Shutdown: make UNSTABLE writes not yet COMMITted durable before the handle goes.
+      if (f?.writable) await f.fh.sync().catch(() => undefined);
       await f?.fh.close().catch(() => undefined);
     }));
   }

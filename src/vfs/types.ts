@@ -151,7 +151,11 @@ export interface ZoneFs {
   /** Which of the requested ACCESS bits the caller has. */
   access(ctx: CallContext, id: FileId, mask: number): Promise<{ granted: number; attr: Attr }>;
   readlink(ctx: CallContext, id: FileId): Promise<{ target: Buffer; attr?: Attr }>;
-  read(ctx: CallContext, id: FileId, offset: number, count: number): Promise<{ data: Buffer; eof: boolean; attr?: Attr }>;
+  /**
+   * Read up to `count` bytes. With `into` (at least `count` bytes long) the data is read into it and
+   * the result is a view of it, so a caller can reuse buffers.
+   */
+  read(ctx: CallContext, id: FileId, offset: number, count: number, into?: Buffer): Promise<{ data: Buffer; eof: boolean; attr?: Attr }>;
   write(
     ctx: CallContext, id: FileId, offset: number, data: Buffer, stable: StableHow,
   ): Promise<{ count: number; committed: StableHow; file: Wcc }>;

@@ -137,6 +137,8 @@ function writeConfig(
     'portmap = "off"',
     '',
   ];
+  // Each test daemon gets its own metrics port (the default 9586 would be shared).
+  if (!/^\[metrics\]/m.test(extra)) lines.push('[metrics]', 'port = 0', '');
   for (const z of zones) {
     lines.push(
       `[zones.${z}]`,
