@@ -13,6 +13,24 @@ export type GvErrorCode =
   // configuration / CLI / protocol
   | 'CONFIG' | 'USAGE' | 'PROTOCOL' | 'INTERNAL';
 
+/**
+ * Conditions that are answers, not faults (a LOOKUP miss, a name that exists, a stale handle):
+ * they are raised on hot paths, so they skip the stack capture, which costs more than the lookup.
+ */
+const EXPECTED = new Set<string>([
+  'ENOENT', 'EEXIST', 'ENOTEMPTY', 'EACCES', 'EPERM', 'ESTALE', 'BADHANDLE', 'NOT_SYNC', 'ENOTDIR',
+  'EISDIR', 'ENAMETOOLONG', 'EDQUOT', 'JUKEBOX', 'TOOSMALL', 'BAD_COOKIE',
+]);
+
+let savedStackLimit = Error.stackTraceLimit;
+
+/** Evaluated as super()'s argument: turns stack capture off for expected codes. */
+function messageFor(code: string, message: string | undefined): string {
+  savedStackLimit = Error.stackTraceLimit;
+  if (EXPECTED.has(code)) Error.stackTraceLimit = 0;
+  return message ?? code;
+}
+
 export class GvError extends Error {
   override readonly name = 'GvError';
   constructor(
@@ -20,7 +38,8 @@ export class GvError extends Error {
     message?: string,
     readonly data: Record<string, unknown> = {},
   ) {
-    super(message ?? code);
+    super(messageFor(code, message));
+    Error.stackTraceLimit = savedStackLimit;
   }
 
   toJSON(): { name: string; code: string; message: string; data: Record<string, unknown> } {

@@ -203,3 +203,20 @@ describe('NFSv3 program (in-process, golden bytes)', () => {
     expect(seen).toBe(1000);
   });
 });
+
+describe('GvError', () => {
+  it('keeps code, message and data; expected conditions carry no stack frames, faults do', () => {
+    const miss = new GvError('ENOENT', 'no such file', { path: 'x' });
+    expect(miss).toBeInstanceOf(Error);
+    expect(miss.code).toBe('ENOENT');
+    expect(miss.message).toBe('no such file');
+    expect(miss.toJSON()).toEqual({ name: 'GvError', code: 'ENOENT', message: 'no such file', data: { path: 'x' } });
+    expect(miss.stack ?? '').not.toMatch(/\n\s+at /);
+    const fault = new GvError('EIO', 'disk on fire');
+    expect(fault.stack ?? '').toMatch(/\n\s+at /);
+    // The global limit is restored after each construction.
+    const limit = Error.stackTraceLimit;
+    new GvError('ESTALE');
+    expect(Error.stackTraceLimit).toBe(limit);
+  });
+});

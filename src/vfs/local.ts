@@ -436,14 +436,15 @@ export class LocalZoneFs implements ZoneFs {
       if (uidChange || gidChange) {
         const uid = uidChange ? a.uid! : -1;
         const gid = gidChange ? a.gid! : -1;
-        if (fh) await fh.chown(uid, gid);
-        else await fsp.lchown(r.path, uid === -1 ? Number(st.uid) : uid, gid === -1 ? Number(st.gid) : gid);
+        // Metadata syscalls run synchronously (see lstatB).
+        if (fh) fs.fchownSync(fh.fd, uid, gid);
+        else fs.lchownSync(r.path, uid === -1 ? Number(st.uid) : uid, gid === -1 ? Number(st.gid) : gid);
       }
       if (modeChange) {
         // After chown (which clears set-id bits on files); sockets/devices have no fd: path chmod
         // of a just-verified non-symlink.
-        if (fh) await fh.chmod(a.mode!);
-        else await fsp.chmod(r.path, a.mode!);
+        if (fh) fs.fchmodSync(fh.fd, a.mode!);
+        else fs.chmodSync(r.path, a.mode!);
       }
       if (sizeChange) await fh!.truncate(Number(a.size!));
       if (timeChange) {
@@ -451,8 +452,8 @@ export class LocalZoneFs implements ZoneFs {
         // An unset mtime keeps its value, unless a truncate just moved it to now.
         const keptMt = sizeChange ? nowSeconds() : Number(st.mtimeNs) / 1e9;
         const mt = a.mtime === undefined ? keptMt : a.mtime === 'now' ? nowSeconds() : timeToSeconds(a.mtime);
-        if (fh) await fh.utimes(at, mt);
-        else await fsp.lutimes(r.path, at, mt);
+        if (fh) fs.futimesSync(fh.fd, at, mt);
+        else fs.lutimesSync(r.path, at, mt);
       }
       return fh ? fstatB(fh) : await lstatB(r.path);
     } finally {
