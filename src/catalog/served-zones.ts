@@ -100,7 +100,12 @@ export interface ApplyResult {
 interface Entry {
   spec: ServedZone;
   zone: LocalZoneFs;
+  /** What NFS and MOUNT see: `zone`, or the wrapper `attach` made of it (journaling). */
+  served: ZoneFs;
 }
+
+/** Wraps a freshly opened zone (the journal); the wrapper's close() closes the zone too. */
+export type ZoneAttach = (zone: LocalZoneFs, spec: ServedZone) => Promise<ZoneFs>;
 
 /**
  * The zones the daemon serves, changeable while it runs: `apply()` opens new zones (MOUNT sees
@@ -109,13 +114,13 @@ interface Entry {
  */
 export class ServedZoneSet {
   private readonly entries = new Map<string, Entry>();
-  private readonly byId = new Map<number, LocalZoneFs>();
+  private readonly byId = new Map<number, ZoneFs>();
   private exportList: MountExport[] = [];
   private zoneList: ZoneFs[] = [];
   private readonly allowCache = new Map<string, boolean>();
   private chain: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly db: GvDatabase, private readonly log: Logger) {}
+  constructor(private readonly db: GvDatabase, private readonly log: Logger, private readonly attach?: ZoneAttach) {}
 
   /** For the NFS program: lookups by zone id and the allow check of every call. */
   readonly registry: ZoneRegistry & { allows(zoneId: number, address: string): boolean } = {
@@ -166,7 +171,7 @@ export class ServedZoneSet {
       this.entries.delete(name);
       this.byId.delete(e.zone.zoneId);
       this.publish();
-      await e.zone.close().catch((err) => this.log.warn({ zone: name, err: String(err) }, 'error closing zone'));
+      await e.served.close().catch((err) => this.log.warn({ zone: name, err: String(err) }, 'error closing zone'));
       res.closed.push(name);
       this.log.info({ zone: name }, 'zone closed');
     }
@@ -188,8 +193,17 @@ export class ServedZoneSet {
           name: spec.name, zoneId: ids.get(spec.name)!, root: spec.path, db: this.db,
           quotaBytes: spec.quotaBytes === null ? undefined : BigInt(spec.quotaBytes),
         });
-        this.entries.set(spec.name, { spec, zone });
-        this.byId.set(zone.zoneId, zone);
+        let served: ZoneFs = zone;
+        if (this.attach) {
+          try {
+            served = await this.attach(zone, spec);
+          } catch (err) {
+            await zone.close().catch(() => undefined);
+            throw err;
+          }
+        }
+        this.entries.set(spec.name, { spec, zone, served });
+        this.byId.set(zone.zoneId, served);
         res.opened.push(spec.name);
         this.log.info({
           zone: spec.name, zoneId: zone.zoneId, path: spec.path, source: spec.source, dataset: spec.dataset,
@@ -212,8 +226,8 @@ export class ServedZoneSet {
   /** Rebuild the lists the NFS and MOUNT programs read (new arrays: readers keep a consistent one). */
   private publish(): void {
     const list = [...this.entries.values()];
-    this.zoneList = list.map((e) => e.zone);
-    this.exportList = list.map((e) => ({ zone: e.zone, allow: e.spec.allow }));
+    this.zoneList = list.map((e) => e.served);
+    this.exportList = list.map((e) => ({ zone: e.served, allow: e.spec.allow }));
     this.allowCache.clear();
   }
 
@@ -223,7 +237,7 @@ export class ServedZoneSet {
     this.entries.clear();
     this.byId.clear();
     this.publish();
-    for (const e of list.reverse()) await e.zone.close().catch(() => undefined);
+    for (const e of list.reverse()) await e.served.close().catch(() => undefined);
   }
 }
 
@@ -240,10 +254,10 @@ export interface ZoneService {
  * served are logged and skipped) and return the service that reloads them.
  */
 export async function startZoneService(
-  config: Config, db: GvDatabase, log: Logger, reloadConfig: () => Config, zfs = new Zfs(),
+  config: Config, db: GvDatabase, log: Logger, reloadConfig: () => Config, zfs = new Zfs(), attach?: ZoneAttach,
 ): Promise<ZoneService> {
   const catalog = new Catalog(db);
-  const set = new ServedZoneSet(db, log);
+  const set = new ServedZoneSet(db, log, attach);
   const first = await desiredZones(config, catalog, zfs, true);
   for (const e of first.errors) log.error({}, e);
   // Declared zones open strictly; catalog zones one by one, errors logged.

@@ -10,6 +10,7 @@ import { GvError } from '../errors.js';
 import { openContext, Output, type CliContext } from './context.js';
 import { DEFAULT_DEMO_DIR, demoConfig, demoPorts, mountInstructions, prepareDemoDir } from './demo.js';
 import { init, type InitFlags } from './init.js';
+import { nodeList } from './node.js';
 import { status } from './status.js';
 import { zoneCreate, zoneDestroy, zoneList, zoneSetQuota, zoneShow, type CreateFlags } from './zone.js';
 
@@ -147,10 +148,21 @@ export function buildProgram(): Command {
     .option('--state-dir <dir>', 'state directory (default /var/lib/grapevine)')
     .option('-c, --config <file>', 'config file to write (default: $GV_CONFIG, else /etc/grapevine/gv.toml)')
     .option('--pool <pool>', 'ZFS pool new zones are created in (default: zones are directories)')
+    .option('--cluster <name>', 'cluster name (default "grapevine"; a join token carries its own)')
+    .option('--join <keyfile>', "join a cluster with a copy of another node's cluster.key (instead of a new key)")
+    .option('--join-token <token>', 'join a cluster with the token gv init printed on the first node')
     .option('--json', JSON_HELP)
     .action(async (o: InitFlags & Common) => {
       await init(new Output(o.json === true), o);
     });
+
+  const node = program.command('node').description('the nodes of the cluster');
+  node
+    .command('list')
+    .description('nodes heard by echolocation: name, id, address, last seen, RTT, state, zone versions')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--json', JSON_HELP)
+    .action(async (o: Common) => withContext(o, (ctx, out) => nodeList(ctx, out)));
 
   program
     .command('status')

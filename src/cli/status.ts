@@ -11,6 +11,19 @@ interface DaemonStatus {
   listen: string;
   startedAt: string;
   zones: { name: string }[];
+  /** Echolocation: this node's zone versions and what each peer advertises (null when off). */
+  elp?: { zones: Record<string, string>; peers: { name: string; state: string; zones: Record<string, string> }[] } | null;
+}
+
+/** Per zone: this node's version and each other member's advertised one ("?" when not heard). */
+function zoneVersions(elp: DaemonStatus['elp'], zone: string, members: string[], self: string): { version: string | null; members: Record<string, string | null> } {
+  const out: Record<string, string | null> = {};
+  for (const m of members) {
+    if (m === self) continue;
+    const peer = elp?.peers.find((p) => p.name === m);
+    out[m] = peer?.zones[zone] ?? null;
+  }
+  return { version: elp?.zones[zone] ?? null, members: out };
 }
 
 /** gv status: this node, its zones with quota and usage, and whether the daemon runs. */
@@ -25,6 +38,8 @@ export async function status(ctx: CliContext, out: Output): Promise<void> {
     daemon = { running: null, reason: (err as Error).message };
   }
   const served = new Set(((daemon.zones as { name: string }[] | undefined) ?? []).map((z) => z.name));
+  // This node's version of each zone from the journal (status zones[].version), also without ELP.
+  const own = new Map(((daemon.zones as { name: string; version?: string | null }[] | undefined) ?? []).map((z) => [z.name, z.version ?? null]));
   const lines = [
     `node:    ${ctx.config.node.name}${identity ? ` (id ${identity.id})` : ' (no identity: run gv init)'}`,
     `config:  ${ctx.configFile}`,
@@ -34,9 +49,12 @@ export async function status(ctx: CliContext, out: Output): Promise<void> {
     const d = daemon as unknown as DaemonStatus;
     lines.push(`daemon:  running, pid ${d.pid}, nfs ${d.listen}:${d.nfsPort}, mount ${d.mountPort}, portmap ${d.portmapPort ?? 'off'}, since ${d.startedAt}`);
   } else lines.push(`daemon:  not running (${String(daemon.reason)})`);
-  const rows = [['ZONE', 'QUOTA', 'USED', 'SERVED', 'EXPORT']];
+  const elp = daemon.running ? (daemon as unknown as DaemonStatus).elp ?? null : null;
+  const rows = [['ZONE', 'QUOTA', 'USED', 'SERVED', 'VERSION', 'MEMBERS', 'EXPORT']];
   for (const z of zones) {
-    rows.push([z.name, z.quota ?? 'none', z.used ?? '-', daemon.running ? (served.has(z.name) ? 'yes' : 'no') : '-', z.exportPath]);
+    const v = zoneVersions(elp, z.name, z.members, ctx.config.node.name);
+    const peers = Object.entries(v.members).map(([m, mv]) => `${m}=${mv ?? '?'}`).join(' ') || '-';
+    rows.push([z.name, z.quota ?? 'none', z.used ?? '-', daemon.running ? (served.has(z.name) ? 'yes' : 'no') : '-', v.version ?? own.get(z.name) ?? '-', peers, z.exportPath]);
   }
   const used = zones.reduce((a, z) => a + (z.usedBytes ?? 0), 0);
   out.done(
@@ -45,7 +63,10 @@ export async function status(ctx: CliContext, out: Output): Promise<void> {
       config: ctx.configFile,
       stateDir: ctx.stateDir,
       catalogVersion: ctx.catalog.version(),
-      zones: zones.map((z) => ({ ...z, served: daemon.running ? served.has(z.name) : null })),
+      zones: zones.map((z) => {
+        const v = zoneVersions(elp, z.name, z.members, ctx.config.node.name);
+        return { ...z, served: daemon.running ? served.has(z.name) : null, version: v.version ?? own.get(z.name) ?? null, memberVersions: v.members };
+      }),
       daemon,
     },
     `${lines.join('\n')}\n${zones.length ? table(rows) : 'zones:   none\n'}total used: ${formatSize(used)}`,

@@ -7,8 +7,10 @@ import { GvError } from '../errors.js';
 import { parseAddress, parseCidr, type Cidr } from '../util/cidr.js';
 import { parseSize } from '../util/size.js';
 import { validateDatasetName, validatePoolName } from '../zfs/names.js';
-import { clusterSchema, fileSchema, metricsSchema, nfsSchema, nodeSchema, NODE_NAME_RE, zfsSchema, zoneSchema, ZONE_NAME_RE, type RawConfig } from './schema.js';
+import { clusterSchema, elpSchema, fileSchema, peerSchema, metricsSchema, nfsSchema, nodeSchema, NODE_NAME_RE, zfsSchema, zoneSchema, ZONE_NAME_RE, type RawConfig } from './schema.js';
 import { metricsConfigFromRaw } from '../metrics/config.js';
+import { elpConfigFromRaw, peersFromRaw } from '../elp/config.js';
+import { validateClusterName } from '../elp/cluster-key.js';
 import type { Config, ZoneConfig } from './types.js';
 
 export const DEFAULT_ALLOW = ['127.0.0.1/32'];
@@ -35,8 +37,8 @@ function fail(file: string, key: string, reason: string): never {
 }
 
 function allowedKeys(key: string): string[] {
-  const shapes: Record<string, z.ZodObject> = { '': fileSchema, node: nodeSchema, nfs: nfsSchema, zfs: zfsSchema, cluster: clusterSchema, metrics: metricsSchema };
-  const shape = shapes[key] ?? (key.startsWith('zones.') ? zoneSchema : undefined);
+  const shapes: Record<string, z.ZodObject> = { '': fileSchema, node: nodeSchema, nfs: nfsSchema, zfs: zfsSchema, cluster: clusterSchema, metrics: metricsSchema, elp: elpSchema };
+  const shape = shapes[key] ?? (key.startsWith('zones.') ? zoneSchema : key.startsWith('peers[') ? peerSchema : undefined);
   return shape ? Object.keys(shape.shape) : [];
 }
 
@@ -196,6 +198,15 @@ function buildConfig(raw: RawConfig, file: string): Config {
     peers.push(n);
   });
   const zoneAllow = parseAllow(file, 'cluster.zone_allow', cluster.zone_allow ?? DEFAULT_ALLOW);
+  if (cluster.name !== undefined) {
+    try {
+      validateClusterName(cluster.name);
+    } catch (err) {
+      fail(file, 'cluster.name', (err as Error).message);
+    }
+  }
+  if (cluster.key_file !== undefined && cluster.name === undefined) fail(file, 'cluster.name', 'missing name (required with key_file)');
+  const elp = elpConfigFromRaw(raw.elp, file);
   return {
     file,
     node: {
@@ -216,8 +227,10 @@ function buildConfig(raw: RawConfig, file: string): Config {
     },
     zones,
     zfs: { pool: zfs.pool ?? null, datasetRoot },
-    cluster: { nodes: peers, zoneAllow },
+    cluster: { nodes: peers, zoneAllow, name: cluster.name ?? null, keyFile: cluster.key_file !== undefined ? path.resolve(base, cluster.key_file) : null },
     metrics: metricsConfigFromRaw(raw.metrics, file),
+    elp,
+    peers: peersFromRaw(raw.peers, file, elp.port),
   };
 }
 

@@ -49,6 +49,27 @@ export const clusterSchema = z.strictObject({
   nodes: z.array(z.string()).optional(),
   /** Clients allowed to mount zones from the catalog (zones in this file have their own allow). */
   zone_allow: z.array(z.string()).optional(),
+  /** Cluster name (in every ELP packet, hashed) and the 32-byte shared secret that signs them. */
+  name: z.string().optional(),
+  key_file: z.string().min(1, 'must not be empty').optional(),
+});
+
+/** `[elp]`: echolocation (multicast announcements of zone versions). */
+export const elpSchema = z.strictObject({
+  enabled: z.boolean().optional(),
+  group: z.string().optional(),
+  port: port.optional(),
+  /** IPv4 address of the interface to send and listen on (default: every interface). */
+  interface: z.string().optional(),
+  /** Use standard mDNS (224.0.0.251:5353) and announce `_grapevine._tcp` (avahi-browse sees it). */
+  mdns: z.boolean().optional(),
+  interval_ms: z.number().int('must be a whole number').min(10, 'at least 10').max(3_600_000, 'at most 3600000').optional(),
+  unreachable_after_ms: z.number().int('must be a whole number').min(10, 'at least 10').max(86_400_000, 'at most 86400000').optional(),
+});
+
+/** `[[peers]]`: static peers sent the same packets by unicast UDP. */
+export const peerSchema = z.strictObject({
+  address: z.string(),
 });
 
 /** `[metrics]`: the Prometheus endpoint (see src/metrics). */
@@ -65,6 +86,8 @@ export const fileSchema = z.strictObject({
   zfs: zfsSchema.optional(),
   cluster: clusterSchema.optional(),
   metrics: metricsSchema.optional(),
+  elp: elpSchema.optional(),
+  peers: z.array(peerSchema).optional(),
 });
 
 export type RawConfig = z.infer<typeof fileSchema>;

@@ -28,6 +28,30 @@ export interface ClusterConfig {
   nodes: string[];
   /** Allow list of zones that come from the catalog. */
   zoneAllow: Cidr[];
+  /** Cluster name; null/absent when the node is in no cluster yet. */
+  name?: string | null;
+  /** Absolute path of the cluster key file; null/absent: no key, echolocation is off. */
+  keyFile?: string | null;
+}
+
+/** `[elp]`: echolocation announcements (src/elp). */
+export interface ElpConfig {
+  enabled: boolean;
+  /** Multicast group and port (224.0.0.251:5353 when `mdns`). */
+  group: string;
+  port: number;
+  /** IPv4 address of the interface to use, or null for every interface. */
+  interface: string | null;
+  mdns: boolean;
+  intervalMs: number;
+  unreachableAfterMs: number;
+}
+
+/** `[[peers]]`: a static peer reached by unicast UDP. */
+export interface StaticPeer {
+  address: string;
+  host: string;
+  port: number;
 }
 
 /** `[metrics]`: Prometheus text format on http://listen:port/metrics. */
@@ -61,4 +85,7 @@ export interface Config {
   cluster: ClusterConfig;
   /** Absent: the defaults (enabled, 127.0.0.1:9586). */
   metrics?: MetricsConfig;
+  /** Absent: the defaults (see src/config/load.ts elpConfigFromRaw). */
+  elp?: ElpConfig;
+  peers?: StaticPeer[];
 }

@@ -23,6 +23,12 @@ import { GvMetrics } from '../metrics/registry.js';
 import { instrumentProgram } from '../metrics/rpc.js';
 import { collectZoneUsage } from '../metrics/zone-usage.js';
 import { meteredZones } from '../vfs/metered.js';
+import { journalNodeId } from '../journal/node-id.js';
+import { JournalService } from '../journal/service.js';
+import type { ZoneVersions } from '../journal/versions.js';
+import { startElp } from '../elp/daemon.js';
+import type { ElpService } from '../elp/service.js';
+import type { ZoneVersionSource } from '../elp/types.js';
 
 const NFS_PROGRAM = 100003;
 
@@ -51,6 +57,10 @@ export interface Daemon {
   log: Logger;
   /** The control socket (`<state_dir>/gvd.sock`). */
   controlSocket: string;
+  /** Per-zone versions (the change journal), by zone name; ELP announces them. */
+  versions: ZoneVersions;
+  /** Echolocation (null without a cluster key, or with [elp] enabled = false). */
+  elp: ElpService | null;
   /** Re-read the config file and the catalog; open, change and close zones accordingly. */
   reload(): Promise<ApplyResult & { catalogVersion: number }>;
   /** Stop accepting, finish in-flight calls, close zones and the database. Idempotent. */
@@ -84,11 +94,20 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     const db = GvDatabase.open(stateDir);
     cleanups.push(() => db.close());
     // Zones from the config file and the catalog; reloaded on SIGHUP / control request.
-    const service = await startZoneService(config, db, log, () => (config.file ? loadConfigFile(config.file) : config));
+    // Change journal, block hashes and versions of every zone (src/journal/service.ts).
+    let onJournal: ((zone: string, kind: string) => void) | undefined;
+    const journals = new JournalService(db, {
+      nodeId: journalNodeId(db, stateDir), warn: (o, m) => log.warn(o, m), onRecord: (z, k) => onJournal?.(z, k),
+    });
+    const service = await startZoneService(
+      config, db, log, () => (config.file ? loadConfigFile(config.file) : config), undefined,
+      async (zone, spec) => (await journals.attach(zone, spec.path)).fs,
+    );
     cleanups.push(() => service.set.closeAll());
     const registry = service.set.registry;
     const metricsCfg = effectiveMetricsConfig(config.metrics);
     const metrics = metricsCfg.enabled ? new GvMetrics() : null;
+    onJournal = metrics?.journalMeter(journals.versions);
     metrics?.setZoneUsage(() => collectZoneUsage(registry.list()));
 
     // One pool of 1 MiB buffers for WRITE records and READ payloads (at most 32 MiB), shared by
@@ -148,6 +167,14 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     const pm = await setupPortmap({ mode: overrides.portmap ?? config.nfs.portmap, listen: host, services, log, port: overrides.portmapPort });
     closers.push(() => pm.stop());
 
+    // Echolocation (src/elp): announce zone versions, hear the other nodes'. Off without a cluster key.
+    const zoneVersions: ZoneVersionSource = journals.versions;
+    const elp = await startElp({
+      config, stateDir, versions: zoneVersions, catalogVersion: () => service.catalog.version(), listen: host, port: nfsPort,
+      log: (level, o, m) => log[level](o, m), registry: metrics?.registry,
+    });
+    if (elp) closers.push(() => elp.stop());
+
     const startedAt = new Date().toISOString();
     const control = await startControlServer(controlSocketPath(stateDir), {
       status: async () => ({
@@ -156,9 +183,12 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
         zones: service.set.specs().map((z) => ({
           name: z.name, zoneId: service.set.get(z.name)?.zoneId ?? null, path: z.path, source: z.source, dataset: z.dataset,
           quotaBytes: z.quotaBytes, usedBytes: z.dataset ? null : Number(service.set.get(z.name)?.usage.used ?? 0n),
+          version: journals.versions.get(z.name)?.toString() ?? null,
         })),
+        elp: elp ? elpStatus(elp) : null,
       }),
       reload: () => service.reload(),
+      nodes: async () => (elp ? { enabled: true, ...elp.snapshot() } : { enabled: false, reason: 'echolocation is off (no [cluster] key_file, or [elp] enabled = false)' }),
     }, (err) => log.warn({ err: String(err) }, 'control request failed'));
     closers.push(() => control.close());
 
@@ -192,6 +222,8 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
       },
       log,
       controlSocket: control.path,
+      versions: journals.versions,
+      elp,
       reload: () => service.reload(),
       stop: () => {
         stopping ??= (async () => {
@@ -205,6 +237,7 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
             control.close().catch((err) => log.warn({ err: String(err) }, 'control socket close failed')),
             pm.stop().catch((err) => log.warn({ err: String(err) }, 'portmap stop failed')),
             nfsServer.close(4000), mountServer.close(4000), mountUdp.close(1000), metricsServer?.close(),
+            elp?.stop().catch((err) => log.warn({ err: String(err) }, 'elp stop failed')),
           ]);
           await runAll(cleanups);
           log.info({}, 'gvd stopped');
@@ -216,4 +249,13 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     await unwind();
     throw err;
   }
+}
+
+/** Per zone: this node's version and each peer's advertised one (for gv status). */
+function elpStatus(elp: ElpService): { cluster: string; id: string; zones: Record<string, string>; peers: { name: string; id: string; state: string; zones: Record<string, string> }[] } {
+  const snap = elp.snapshot();
+  return {
+    cluster: snap.cluster, id: snap.self.id, zones: snap.self.zones,
+    peers: snap.peers.map((p) => ({ name: p.name, id: p.id, state: p.state, zones: p.zones })),
+  };
 }

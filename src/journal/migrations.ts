@@ -77,4 +77,58 @@ export const MIGRATIONS: readonly string[] = [
     CHECK ((kind = 'zfs' AND dataset IS NOT NULL) OR (kind = 'dir' AND path IS NOT NULL))
   ) STRICT;
   `,
+  // 3: per-zone versions, the change journal and the file index (block hashes, version vectors).
+  `
+  -- Current version of each zone this node holds; bumped with every journal row, in one transaction.
+  CREATE TABLE zone_versions (
+    zone    TEXT    PRIMARY KEY,
+    version INTEGER NOT NULL CHECK (version >= 0)
+  ) STRICT;
+
+  -- Append-only change log. path/to_path are relative to the zone root (no leading slash).
+  -- hashes: concatenated 32-byte SHA-256 digests of each 1 MiB block (files), else NULL.
+  -- vector: the file's version vector after the change (replication/vector.ts encoding).
+  CREATE TABLE zone_changes (
+    zone     TEXT    NOT NULL,
+    version  INTEGER NOT NULL,
+    kind     TEXT    NOT NULL CHECK (kind IN ('create', 'write', 'truncate', 'setattr', 'mkdir', 'remove',
+                                               'rmdir', 'rename', 'link', 'symlink', 'mknod')),
+    fileid   INTEGER NOT NULL,
+    path     BLOB    NOT NULL,
+    to_path  BLOB,
+    type     TEXT    NOT NULL,
+    size     INTEGER,
+    mtime_ns INTEGER,
+    mode     INTEGER,
+    hashes   BLOB,
+    target   BLOB,
+    origin   TEXT    NOT NULL,
+    vector   BLOB    NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (zone, version)
+  ) STRICT, WITHOUT ROWID;
+
+  -- What the journal knows of every object of a zone (the root excluded): the state after its last
+  -- journaled change. ino is st_ino (equal to fileid for local zones).
+  CREATE TABLE file_index (
+    zone     TEXT    NOT NULL,
+    fileid   INTEGER NOT NULL,
+    path     BLOB    NOT NULL,
+    type     TEXT    NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ino      INTEGER NOT NULL,
+    mode     INTEGER NOT NULL,
+    vector   BLOB    NOT NULL,
+    hashes   BLOB,
+    PRIMARY KEY (zone, fileid)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX file_index_path ON file_index (zone, path);
+
+  -- Node id used as journal origin when the state directory has no identity (gv init not run).
+  CREATE TABLE local_node (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    id  TEXT    NOT NULL
+  ) STRICT;
+  `,
 ];

@@ -179,6 +179,30 @@ export class GvMetrics {
     lat.observe(seconds);
   }
 
+  private journalChanges?: Counter<'zone' | 'kind'>;
+
+  /**
+   * The change journal (src/journal): `gv_journal_changes_total{zone,kind}` (entries committed) and
+   * `gv_zone_version{zone}` (each held zone's version, read from `versions` at scrape time).
+   */
+  journalMeter(versions: { current(): Map<string, bigint> }): (zone: string, kind: string) => void {
+    if (!this.journalChanges) {
+      const registers = [this.registry];
+      this.journalChanges = new Counter({
+        name: 'gv_journal_changes_total', help: 'Change journal entries committed, per zone and kind', labelNames: ['zone', 'kind'], registers,
+      });
+      new Gauge({
+        name: 'gv_zone_version', help: 'Current version of each zone this node holds', labelNames: ['zone'], registers,
+        collect() {
+          this.reset();
+          for (const [zone, v] of versions.current()) this.set({ zone }, Number(v));
+        },
+      });
+    }
+    const changes = this.journalChanges;
+    return (zone, kind) => changes.inc({ zone, kind });
+  }
+
   /** Counters for one zone, for the `metered` ZoneFs wrapper. */
   zoneMeter(zone: string): ZoneMeter {
     const read = this.readBytes.labels({ zone });

@@ -360,6 +360,27 @@ export class LocalZoneFs implements ZoneFs {
     return lease;
   }
 
+  /** A read-only descriptor opened with O_NOATIME (when permitted), closed on release. */
+  private async quietLease(id: FileId): Promise<FdLease> {
+    const r = await this.resolve(id);
+    if (r.st.isDirectory()) throw new GvError('EISDIR');
+    if (!r.st.isFile()) throw new GvError('EINVAL', 'not a regular file');
+    const base = fs.constants.O_RDONLY | O_NOFOLLOW;
+    let fh: FileHandle;
+    try {
+      fh = await fsp.open(r.path, base | (fs.constants.O_NOATIME ?? 0));
+    } catch (err) {
+      if (code(err) !== 'EPERM') throw toGvError(err);
+      fh = await fsp.open(r.path, base); // not the owner and no CAP_FOWNER
+    }
+    const st = fstatB(fh);
+    if (!this.matches(st, r.row)) {
+      await fh.close().catch(() => undefined);
+      throw new GvError('ESTALE', 'file replaced while opening');
+    }
+    return { fh, writable: false, release: () => void fh.close().catch(() => undefined) };
+  }
+
   /** fstat a leased file; a file unlinked behind our back is stale. */
   private async leasedStat(id: FileId, lease: FdLease): Promise<BigStats> {
     const st = fstatB(lease.fh);
@@ -532,7 +553,9 @@ export class LocalZoneFs implements ZoneFs {
     try {
       this.check();
       if (offset < 0 || count < 0) throw new GvError('EINVAL');
-      const lease = await this.lease(id, false);
+      // The daemon's own reads (journal hashing, replication) must not touch atime: they use a
+      // private O_NOATIME descriptor instead of the shared cache. Client reads update atime as usual.
+      const lease = ctx.origin === 'local' ? await this.quietLease(id) : await this.lease(id, false);
       try {
         const st = await this.leasedStat(id, lease);
         const o = this.owned(st);

@@ -1,0 +1,262 @@
+/**
+ * `journaled(zone, journal)`: a ZoneFs that forwards every call to `zone` and, once a mutation
+ * succeeded (the change reached the file system), hands it to the zone's journal. The reply never
+ * waits for the journal: names and ids are captured synchronously (cheap in-memory walks and one
+ * indexed SQLite read), the journal transaction runs on the journal's queue, and WRITE only marks
+ * blocks dirty (hashed when the file settles or is committed). Reads pass through untouched.
+ */
+import { joinRel } from '../journal/index-store.js';
+import { JOURNAL_CTX, timeNs, type ZoneJournal } from '../journal/zone-journal.js';
+import type {
+  Attr, CallContext, Created, CreateHow, DirPage, FileId, FileType, FsStat, PathConf, ReaddirOptions, SetAttrs,
+  StableHow, Time, Wcc, ZoneFs,
+} from './types.js';
+
+export type JournaledZoneFs = ZoneFs & { readonly inner: ZoneFs; readonly journal: ZoneJournal };
+
+export function journaled(zone: ZoneFs, journal: ZoneJournal): JournaledZoneFs {
+  return new Journaled(zone, journal);
+}
+
+class Journaled implements ZoneFs {
+  readonly name: string;
+  readonly zoneId: number;
+  readonly rootId: FileId;
+
+  constructor(readonly inner: ZoneFs, readonly journal: ZoneJournal) {
+    this.name = inner.name;
+    this.zoneId = inner.zoneId;
+    this.rootId = inner.rootId;
+  }
+
+  /** Relative path of a name inside directory `dir`, or undefined when the directory is unknown. */
+  private child(dir: FileId, name: Buffer): Buffer | undefined {
+    const d = this.journal.pathOf(dir);
+    return d === undefined ? undefined : joinRel(d, name);
+  }
+
+  // ---------------------------------------------------------------- pass-through
+
+  getattr(ctx: CallContext, id: FileId): Promise<Attr> {
+    return this.inner.getattr(ctx, id);
+  }
+
+  generation(id: FileId): Promise<number> {
+    return this.inner.generation(id);
+  }
+
+  lookup(ctx: CallContext, dir: FileId, name: Buffer): Promise<{ id: FileId; attr: Attr; dirAttr?: Attr }> {
+    return this.inner.lookup(ctx, dir, name);
+  }
+
+  access(ctx: CallContext, id: FileId, mask: number): Promise<{ granted: number; attr: Attr }> {
+    return this.inner.access(ctx, id, mask);
+  }
+
+  readlink(ctx: CallContext, id: FileId): Promise<{ target: Buffer; attr?: Attr }> {
+    return this.inner.readlink(ctx, id);
+  }
+
+  read(ctx: CallContext, id: FileId, offset: number, count: number, into?: Buffer): Promise<{ data: Buffer; eof: boolean; attr?: Attr }> {
+    return this.inner.read(ctx, id, offset, count, into);
+  }
+
+  readdir(ctx: CallContext, dir: FileId, opts: ReaddirOptions): Promise<DirPage> {
+    return this.inner.readdir(ctx, dir, opts);
+  }
+
+  fsstat(ctx: CallContext, id: FileId): Promise<{ stat: FsStat; attr?: Attr }> {
+    return this.inner.fsstat(ctx, id);
+  }
+
+  pathconf(ctx: CallContext, id: FileId): Promise<{ conf: PathConf; attr?: Attr }> {
+    return this.inner.pathconf(ctx, id);
+  }
+
+  // ---------------------------------------------------------------- content
+
+  async write(ctx: CallContext, id: FileId, offset: number, data: Buffer, stable: StableHow): Promise<{ count: number; committed: StableHow; file: Wcc }> {
+    const r = await this.inner.write(ctx, id, offset, data, stable);
+    this.journal.noteWrite(id, offset, r.count);
+    // A FILE_SYNC write ends a stream like COMMIT does (not awaited: the reply goes now).
+    if (stable === 'file_sync') void this.journal.flushFile(id, 'write');
+    return r;
+  }
+
+  async commit(ctx: CallContext, id: FileId, offset: number, count: number): Promise<Wcc> {
+    const r = await this.inner.commit(ctx, id, offset, count);
+    if (this.journal.coalescer.has(id)) void this.journal.flushFile(id, 'write');
+    return r;
+  }
+
+  async setattr(ctx: CallContext, id: FileId, attrs: SetAttrs, guardCtime?: Time): Promise<Wcc> {
+    const r = await this.inner.setattr(ctx, id, attrs, guardCtime);
+    if (this.journal.coalescer.has(id) && !this.journal.index.get(id)) {
+      // Not journaled yet (created, not settled): its pending entry will carry these attributes.
+      if (attrs.size !== undefined) this.journal.noteWrite(id, Number(attrs.size), 0);
+    } else if (attrs.size !== undefined) {
+      // Content changed: rehash what the size change touched (and any pending writes) as one entry.
+      void this.journal.flushFile(id, 'truncate');
+    } else if (attrs.mode !== undefined || attrs.uid !== undefined || attrs.gid !== undefined || attrs.mtime !== undefined) {
+      const after = r.after;
+      void this.journal.enqueue('setattr', async () => {
+        // Pending writes first, so the setattr entry's size and hashes describe one state.
+        const hadWrites = this.journal.coalescer.has(id);
+        if (hadWrites) await this.journal.flushPending(id);
+        const path = this.journal.pathOf(id);
+        if (path === undefined) return;
+        const attr = after && !hadWrites ? after : await this.inner.getattr(JOURNAL_CTX, id);
+        this.journal.commitObject('setattr', attr, path);
+      });
+    }
+    return r;
+  }
+
+  // ---------------------------------------------------------------- namespace
+
+  /** Journal a new object (create/mkdir/symlink/mknod), unless the index already has it there. */
+  private created(kind: 'create' | 'mkdir' | 'symlink' | 'mknod', path: Buffer | undefined, c: Created, target: Buffer | null = null): void {
+    if (path === undefined) return;
+    if (kind === 'create' && c.attr.type === 'file') {
+      const prev = this.journal.index.get(c.id);
+      if (prev && prev.type === 'file' && prev.path.equals(path)) return; // a retried EXCLUSIVE create
+      // A new file and the WRITEs that fill it become one 'create' entry with its content, written
+      // when the file is committed or settles (the flush journals 'create' for an unindexed file).
+      this.journal.noteWrite(c.id, 0, Number(c.attr.size));
+      return;
+    }
+    void this.journal.enqueue(kind, () => {
+      const prev = this.journal.index.get(c.id);
+      if (prev && prev.path.equals(path) && prev.type === c.attr.type && prev.mtimeNs === timeNs(c.attr.mtime)) return; // retried EXCLUSIVE create, or seen by the scan
+      const replaced = this.journal.index.byPath(path);
+      if (replaced && replaced.fileid !== c.id) this.journal.commitGone(replaced);
+      this.journal.commitObject(kind, c.attr, path, { target, hashes: c.attr.type === 'file' && c.attr.size === 0n ? Buffer.alloc(0) : undefined, prev: prev && prev.type === c.attr.type ? prev : undefined });
+    });
+  }
+
+  async create(ctx: CallContext, dir: FileId, name: Buffer, how: CreateHow): Promise<Created> {
+    const r = await this.inner.create(ctx, dir, name, how);
+    this.created('create', this.child(dir, name), r);
+    return r;
+  }
+
+  async mkdir(ctx: CallContext, dir: FileId, name: Buffer, attrs: SetAttrs): Promise<Created> {
+    const r = await this.inner.mkdir(ctx, dir, name, attrs);
+    this.created('mkdir', this.child(dir, name), r);
+    return r;
+  }
+
+  async symlink(ctx: CallContext, dir: FileId, name: Buffer, target: Buffer, attrs: SetAttrs): Promise<Created> {
+    const r = await this.inner.symlink(ctx, dir, name, target, attrs);
+    this.created('symlink', this.child(dir, name), r, Buffer.from(target));
+    return r;
+  }
+
+  async mknod(
+    ctx: CallContext, dir: FileId, name: Buffer, type: FileType, attrs: SetAttrs, rdev?: { major: number; minor: number },
+  ): Promise<Created> {
+    const r = await this.inner.mknod(ctx, dir, name, type, attrs, rdev);
+    this.created('mknod', this.child(dir, name), r);
+    return r;
+  }
+
+  /** Journal that `path` (known before the call) no longer names object `fileid`. */
+  private gone(kind: 'remove' | 'rmdir', path: Buffer | undefined, fileid: FileId | undefined): void {
+    if (path === undefined || fileid === undefined) return;
+    void this.journal.enqueue(kind, async () => {
+      const cur = this.journal.index.get(fileid);
+      if (!cur) return;
+      if (kind === 'remove') {
+        // Another hard link may keep the file alive: then only this name went away.
+        const attr = await this.inner.getattr(JOURNAL_CTX, fileid).catch(() => undefined);
+        const still = attr ? this.journal.pathOf(fileid) : undefined;
+        if (attr && still !== undefined && !still.equals(path)) {
+          this.journal.commitObject('remove', attr, path, { prev: cur, indexPath: still });
+          return;
+        }
+      }
+      if (!cur.path.equals(path)) return; // not the name we know it by (raced with a rename)
+      this.journal.commitGone(cur, kind);
+    });
+  }
+
+  /** The id `name` in `dir` stands for (from the index; a lookup when the index lacks it). */
+  private async idOf(dir: FileId, path: Buffer | undefined, name: Buffer): Promise<FileId | undefined> {
+    if (path === undefined) return undefined;
+    const e = this.journal.index.byPath(path);
+    if (e) return e.fileid;
+    return (await this.inner.lookup(JOURNAL_CTX, dir, name).catch(() => undefined))?.id;
+  }
+
+  async remove(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
+    const path = this.child(dir, name);
+    const id = await this.idOf(dir, path, name);
+    const r = await this.inner.remove(ctx, dir, name);
+    if (id !== undefined && !this.journal.index.get(id)) {
+      // Created and removed before its creation was journaled: nothing to journal, and its inode
+      // number may be reused by the next file at once, which must not inherit the pending entry.
+      // (Were another hard link still alive, the next scan journals it.)
+      this.journal.coalescer.take(id);
+      return r;
+    }
+    this.gone('remove', path, id);
+    return r;
+  }
+
+  async rmdir(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
+    const path = this.child(dir, name);
+    const id = await this.idOf(dir, path, name);
+    const r = await this.inner.rmdir(ctx, dir, name);
+    this.gone('rmdir', path, id);
+    return r;
+  }
+
+  async rename(ctx: CallContext, fromDir: FileId, fromName: Buffer, toDir: FileId, toName: Buffer): Promise<{ from: Wcc; to: Wcc }> {
+    const from = this.child(fromDir, fromName);
+    const to = this.child(toDir, toName);
+    const id = await this.idOf(fromDir, from, fromName);
+    const r = await this.inner.rename(ctx, fromDir, fromName, toDir, toName);
+    if (from !== undefined && to !== undefined && id !== undefined && !from.equals(to)) {
+      void this.journal.enqueue('rename', async () => {
+        const cur = this.journal.index.get(id);
+        if (!cur) return;
+        const replaced = this.journal.index.byPath(to);
+        if (cur.path.equals(from)) {
+          this.journal.commitRename(cur, to, replaced);
+          return;
+        }
+        // Another hard link of the file was renamed: journal it, the index keeps its primary path.
+        const attr = await this.inner.getattr(JOURNAL_CTX, id).catch(() => undefined);
+        if (attr) {
+          const gone = replaced && replaced.fileid !== id ? replaced : undefined;
+          this.journal.commitObject('rename', attr, from, {
+            prev: cur, toPath: to, indexPath: cur.path, effect: { delete: gone?.fileid },
+          });
+        }
+      });
+    }
+    return r;
+  }
+
+  async link(ctx: CallContext, id: FileId, dir: FileId, name: Buffer): Promise<{ attr?: Attr; dir: Wcc }> {
+    const path = this.child(dir, name);
+    const r = await this.inner.link(ctx, id, dir, name);
+    if (path !== undefined) {
+      const attrNow = r.attr;
+      void this.journal.enqueue('link', async () => {
+        if (!this.journal.index.get(id)) await this.journal.flushPending(id); // created, not yet journaled
+        const prev = this.journal.index.get(id);
+        if (!prev) return;
+        const attr = attrNow ?? await this.inner.getattr(JOURNAL_CTX, id);
+        // Journaled under the new name; the index keeps the object's primary path.
+        this.journal.commitObject('link', attr, path, { prev, indexPath: prev.path });
+      });
+    }
+    return r;
+  }
+
+  async close(): Promise<void> {
+    await this.journal.close();
+    await this.inner.close();
+  }
+}
