@@ -6,6 +6,13 @@
  * is SIGSTOPped, the WRITE records are sent until the kernel holds all their bytes in the daemon's
  * socket receive queue (/proc/net/tcp), then SIGTERM and SIGCONT follow: on resume the socket is
  * readable before the signal pipe, so the calls are dispatched first.
+ *
+ * That order also means a WRITE can be answered before the daemon has handled the signal at all
+ * (small writes are synchronous: the reply leaves in the same loop turn, just before the signal
+ * callback closes the listeners). A connection attempted right after the first answer may
+ * therefore land in the kernel's accept backlog of a listener that is closed a moment later and
+ * be reset (ECONNRESET, or 'connect' then a reset). What the daemon promises is that no
+ * connection made after SIGTERM is served: the probe sends a NULL call and must get no reply.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,8 +20,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { RpcServer } from '../src/rpc/server.js';
 import { DAEMON_MAIN, ensureBuilt } from './harness/daemon.js';
 import { expectOk, mountZone, STABLE, statName } from './harness/nfs3-client.js';
+import { RpcClient } from './harness/rpc-client.js';
 
 const STOP_BOUND_MS = 10_000;
 const ZONE = 'z';
@@ -110,6 +119,46 @@ async function exitWithin(p: Proc, ms: number): Promise<{ code: number | null; s
   return { ...r, killed };
 }
 
+/** A NULL call to NFS v3 (AUTH_NONE), record-marked. */
+function nullCallRecord(xid: number): Buffer {
+  const b = Buffer.alloc(44);
+  b.writeUInt32BE((0x80000000 | 40) >>> 0, 0);
+  // xid, CALL, rpcvers 2, prog NFS, vers 3, proc NULL, cred AUTH_NONE (0, len 0), verf likewise.
+  [xid, 0, 2, 100003, 3, 0, 0, 0, 0, 0].forEach((v, i) => b.writeUInt32BE(v, 4 + 4 * i));
+  return b;
+}
+
+type ProbeEnd = 'ECONNREFUSED' | 'ECONNRESET' | 'closed without reply' | 'served' | 'no outcome within bound' | string;
+
+interface Probe {
+  /** Resolves once the attempt was refused/reset, or connected with the NULL call written. */
+  sent: Promise<void>;
+  /** How the attempt ended: anything but 'served' means the daemon did not serve it. */
+  end: Promise<ProbeEnd>;
+}
+
+/** Open a new connection and send a NULL call on it (bounded: the daemon exits within its bound). */
+function probeNewConnection(port: number, boundMs: number): Probe {
+  let markSent!: () => void;
+  const sent = new Promise<void>((r) => (markSent = r));
+  const end = new Promise<ProbeEnd>((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    const finish = (how: ProbeEnd) => {
+      clearTimeout(t);
+      s.destroy();
+      markSent();
+      resolve(how);
+    };
+    const t = setTimeout(() => finish('no outcome within bound'), boundMs);
+    s.once('connect', () => s.write(nullCallRecord(0x5eed), () => markSent()));
+    s.on('data', () => finish('served'));
+    s.once('end', () => finish('closed without reply'));
+    s.once('close', () => finish('closed without reply'));
+    s.once('error', (e: NodeJS.ErrnoException) => finish(e.code ?? String(e)));
+  });
+  return { sent, end };
+}
+
 function connectOutcome(port: number): Promise<string> {
   return new Promise((resolve) => {
     const s = net.connect({ port, host: '127.0.0.1' });
@@ -120,6 +169,53 @@ function connectOutcome(port: number): Promise<string> {
     s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? String(e)));
   });
 }
+
+describe('RpcServer.close()', () => {
+  it('refuses new connections at once, answers the call in flight and starts no new call on open connections', async () => {
+    const PROG = 0x20000099;
+    let entered!: () => void;
+    const inHandler = new Promise<void>((r) => (entered = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let started = 0;
+    const server = new RpcServer();
+    server.register({
+      prog: PROG, low: 1, high: 1,
+      handle: async (call) => {
+        started++;
+        if (call.proc === 1) {
+          entered();
+          await gate;
+        }
+        return Buffer.alloc(4);
+      },
+    });
+    const port = await server.listen(0, '127.0.0.1');
+    const c = await RpcClient.connect(port);
+    try {
+      const slow = c.call(PROG, 1, 1, Buffer.alloc(0));
+      await inHandler;
+      const closed = server.close(10_000);
+      // The listener is closed synchronously inside close().
+      expect(await connectOutcome(port)).toBe('ECONNREFUSED');
+      // A call sent on the open connection after close() stays unread in the kernel's queue.
+      const late = c.call(PROG, 1, 0, Buffer.alloc(0)).then(() => 'served', (e: Error) => e.name);
+      const deadline = Date.now() + 5000;
+      while (receiveQueued(port) === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      expect(receiveQueued(port), 'late call queued at the server').toBeGreaterThan(0);
+      release();
+      expect((await slow).kind).toBe('success');
+      await closed;
+      expect(await late).toBe('RpcClosedError');
+      expect(started).toBe(1);
+      expect(server.connectionCount).toBe(0);
+    } finally {
+      release();
+      c.close();
+      await server.close(1000);
+    }
+  });
+});
 
 describe('SIGTERM', () => {
   it('answers WRITEs in flight, refuses new connections, leaves the data on disk and exits 0', async () => {
@@ -139,11 +235,19 @@ describe('SIGTERM', () => {
     p.child.kill('SIGCONT');
     const stopped = exitWithin(p, STOP_BOUND_MS);
 
-    // The first answer comes while the daemon drains: its listener is already closed.
+    // Once the first answer is back the daemon has SIGTERM (it was pending before the calls were
+    // answered). Stop it again so that it is certainly alive while new connections are tried:
+    // were a listener left open, they would sit in its backlog and be served on SIGCONT.
     const first = await Promise.race(writes);
     expect(statName(first.status)).toBe('NFS3_OK');
-    expect(await connectOutcome(p.nfsPort)).toBe('ECONNREFUSED');
-    expect(await connectOutcome(p.mountPort)).toBe('ECONNREFUSED');
+    expect(p.child.kill('SIGSTOP')).toBe(true);
+    const probes = [p.nfsPort, p.mountPort].map((port) => probeNewConnection(port, STOP_BOUND_MS + 5000));
+    await Promise.all(probes.map((pr) => pr.sent));
+    p.child.kill('SIGCONT');
+    const ends = await Promise.all(probes.map((pr) => pr.end));
+    for (const [i, how] of ends.entries()) {
+      expect(['ECONNREFUSED', 'ECONNRESET', 'closed without reply'], `new connection to ${i ? 'MOUNT' : 'NFS'} port after SIGTERM`).toContain(how);
+    }
     for (const w of await Promise.all(writes)) expect(expectOk(w, 'WRITE in flight').count).toBe(chunk);
     nfs.close();
 
@@ -160,6 +264,7 @@ describe('SIGTERM', () => {
     p.child.kill('SIGINT');
     const r = await exitWithin(p, STOP_BOUND_MS);
     expect(r.killed).toBe(false);
+    expect(r.signal, 'the daemon died of the signal instead of handling it').toBeNull();
     expect(r.code).toBe(0);
     expect(p.out()).toContain('"gvd stopped"');
     // SQLite was closed cleanly: no WAL left behind for the next start to replay.

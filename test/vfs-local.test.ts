@@ -13,7 +13,7 @@ import {
   type CallContext, type DirEntry, type FileId,
 } from '../src/vfs/types.js';
 
-const ROOT: CallContext = { uid: 0, gid: 0, gids: [], client: '127.0.0.1', origin: 'local' };
+const ROOT: CallContext = { uid: 0, gid: 0, gids: [], client: '127.0.0.1', origin: 'nfs' };
 const USER: CallContext = { uid: 1000, gid: 1000, gids: [1000], client: '127.0.0.1', origin: 'nfs' };
 const OTHER: CallContext = { uid: 2000, gid: 2000, gids: [2000], client: '127.0.0.1', origin: 'nfs' };
 const ALL = 0x3f;
@@ -295,6 +295,19 @@ describe('data', () => {
     for (let i = 0; i < 200 && z.fds.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
     expect(z.fds.size).toBe(0);
     expect((await z.read(ROOT, id, 0, 4)).data).toEqual(Buffer.from([7, 7, 7, 7]));
+  });
+
+  it("the daemon's own reads (origin local) leave atime alone and bypass the fd cache", async () => {
+    const file = path.join(zoneDir, 'quiet');
+    fs.writeFileSync(file, 'hello quiet world');
+    // atime older than mtime: under relatime any ordinary read would move it to now.
+    fs.utimesSync(file, 1_100_000_000, 1_200_000_000);
+    const id = (await z.lookup(ROOT, z.rootId, b('quiet'))).id;
+    const opened = z.fds.opened;
+    const local: CallContext = { ...ROOT, client: 'journal', origin: 'local' };
+    expect((await z.read(local, id, 0, 5)).data.toString()).toBe('hello');
+    expect(fs.statSync(file).atimeMs).toBe(1_100_000_000 * 1000);
+    expect(z.fds.opened).toBe(opened);
   });
 
   it('keeps at most ~128 fds open', async () => {

@@ -51,6 +51,12 @@ async function runDaemon(flags: DaemonFlags): Promise<void> {
   if (flags.config && flags.demo !== undefined) throw new GvError('USAGE', '--config and --demo cannot be used together');
   if (!flags.config && flags.demo === undefined) throw new GvError('USAGE', 'gv daemon needs --config FILE (or --demo [DIR] for a quick start)');
   const overrides: DaemonOverrides = { stateDir: flags.stateDir, logLevel: flags.logLevel, portmap: flags.portmap };
+  // Catch SIGTERM/SIGINT before "gvd ready" is printed: a supervisor may signal the moment it
+  // reads that line. A signal during start-up stops the daemon as soon as it is up.
+  let early: NodeJS.Signals | null = null;
+  const onEarly = (sig: NodeJS.Signals) => (early ??= sig);
+  process.on('SIGTERM', onEarly);
+  process.on('SIGINT', onEarly);
   let daemon: Daemon;
   if (flags.config) {
     const config = loadConfigFile(flags.config);
@@ -100,6 +106,9 @@ async function runDaemon(flags: DaemonFlags): Promise<void> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    process.off('SIGTERM', onEarly);
+    process.off('SIGINT', onEarly);
+    if (early) onSignal(early);
   });
 }
 

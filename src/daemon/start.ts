@@ -227,16 +227,19 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
       reload: () => service.reload(),
       stop: () => {
         stopping ??= (async () => {
+          // First thing, before any log line or await: the NFS and MOUNT listeners stop accepting
+          // (synchronously inside close(), which then drains their in-flight calls).
+          const rpcClosed = [nfsServer.close(4000), mountServer.close(4000), mountUdp.close(1000)];
           log.info({}, 'gvd stopping');
-          // Stop every listener at once (each drains its in-flight calls), then close the zones
-          // (fsyncing open files) and the database.
+          // Stop every other listener at once too, then close the zones (fsyncing open files)
+          // and the database. Unregistering from rpcbind and closing the control socket run
+          // while the calls drain.
           closers.splice(0);
-          // Listeners stop accepting synchronously inside close(); unregistering from rpcbind
-          // and closing the control socket run meanwhile.
           await Promise.all([
+            ...rpcClosed,
             control.close().catch((err) => log.warn({ err: String(err) }, 'control socket close failed')),
             pm.stop().catch((err) => log.warn({ err: String(err) }, 'portmap stop failed')),
-            nfsServer.close(4000), mountServer.close(4000), mountUdp.close(1000), metricsServer?.close(),
+            metricsServer?.close(),
             elp?.stop().catch((err) => log.warn({ err: String(err) }, 'elp stop failed')),
           ]);
           await runAll(cleanups);

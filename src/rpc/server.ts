@@ -68,6 +68,8 @@ export class RpcServer {
   /** Connections paused because the global byte budget was exhausted. */
   private readonly starved = new Set<() => void>();
   private drainWaiters: (() => void)[] = [];
+  /** close() was called: no new connections, no new calls on open ones. */
+  private closing = false;
   readonly stats: RpcStats = { calls: 0, garbage: 0, droppedConnections: 0 };
   private readonly opts: Required<Omit<RpcServerOptions, 'onError' | 'pool'>> & Pick<RpcServerOptions, 'onError' | 'pool'>;
 
@@ -102,9 +104,15 @@ export class RpcServer {
     });
   }
 
-  /** Stop accepting, wait (bounded) for in-flight calls, close connections. */
+  /**
+   * Stop accepting (the listeners close synchronously, before the first await), stop reading new
+   * calls from open connections, wait (bounded) for the calls in flight to be answered, then
+   * close every connection.
+   */
   async close(timeoutMs = 5000): Promise<void> {
+    this.closing = true;
     for (const s of this.servers) s.close();
+    for (const s of this.sockets) s.pause();
     if (this.inFlightTotal > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, timeoutMs);
@@ -123,6 +131,10 @@ export class RpcServer {
   }
 
   private accept(sock: net.Socket): void {
+    if (this.closing) {
+      sock.destroy();
+      return;
+    }
     this.sockets.add(sock);
     sock.setNoDelay(true);
     sock.setTimeout(this.opts.idleTimeoutMs, () => sock.destroy());
@@ -139,7 +151,7 @@ export class RpcServer {
       if (inFlight === 0) sock.end();
     });
     const resumeIfIdle = () => {
-      if (!paused || sock.destroyed) return;
+      if (!paused || sock.destroyed || this.closing) return;
       if (inFlight >= this.opts.maxInFlight || sock.writableLength >= 8 << 20) return;
       if (this.inFlightBytes >= this.opts.maxInFlightBytes && inFlight > 0) {
         this.starved.add(resumeIfIdle);
@@ -194,6 +206,8 @@ export class RpcServer {
       );
     }, 1024, this.opts.pool);
     sock.on('data', (chunk: Buffer) => {
+      // Closing: calls not yet received are not started (the client retries them elsewhere).
+      if (this.closing) return;
       try {
         decoder.push(chunk);
       } catch (err) {

@@ -45,7 +45,10 @@ export class UdpRpcServer {
     });
   }
 
+  private closing = false;
+
   private onMessage(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.closing) return;
     if (msg.length > this.maxDatagram || msg.length < 24 || this.inFlight >= this.maxInFlight) {
       this.dropped++;
       return;
@@ -85,6 +88,8 @@ export class UdpRpcServer {
 
   /** Stop receiving; waits (bounded) for calls being answered. */
   async close(timeoutMs = 2000): Promise<void> {
+    // Take no new calls from now on; calls already running may still send their replies.
+    this.closing = true;
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, timeoutMs);
