@@ -2,9 +2,9 @@
 # Installs what the test suite needs on a Debian machine, only what is missing.
 # Real peers the tests drive: libnfs client tools and headers, the kernel NFS client in qemu
 # (qemu, busybox, cpio; the kernel itself is fetched by the test harness with apt-get download),
-# rpcbind/showmount for portmapper checks.
+# rpcbind/showmount for portmapper checks, avahi (daemon, avahi-browse, dbus) as an mDNS observer.
 set -euo pipefail
-pkgs=(libnfs-utils libnfs-dev gcc make python3 g++ qemu-system-x86 busybox-static cpio rpcbind nfs-common zfs-fuse)
+pkgs=(libnfs-utils libnfs-dev gcc make python3 g++ qemu-system-x86 busybox-static cpio rpcbind nfs-common zfs-fuse avahi-daemon avahi-utils dbus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -130,20 +130,31 @@ export class MulticastBeacon implements Beacon {
     const m = this.mdns;
     this.mdns = null;
     if (!m) return Promise.resolve();
-    return new Promise((resolve) => m.destroy(() => resolve()));
+    // mdns mode: say goodbye (the service records again with TTL 0, RFC 6762 section 10.1), or
+    // avahi and other caches keep listing a stopped node until its 120 s TTL runs out.
+    const goodbye = this.o.service
+      ? new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 1000);
+          m.respond({ answers: this.serviceRecords(0) }, () => {
+            clearTimeout(t);
+            resolve();
+          });
+        })
+      : Promise.resolve();
+    return goodbye.then(() => new Promise((resolve) => m.destroy(() => resolve())));
   }
 
-  private serviceRecords(): Answer[] {
+  private serviceRecords(ttl = 120): Answer[] {
     const s = this.o.service!;
     const inst = `${s.instance}.${SERVICE_TYPE}`;
     const host = `${s.instance}.gv.local`;
     const out: Answer[] = [
-      { type: 'PTR', name: '_services._dns-sd._udp.local', ttl: 120, data: SERVICE_TYPE },
-      { type: 'PTR', name: SERVICE_TYPE, ttl: 120, data: inst },
-      { type: 'SRV', name: inst, ttl: 120, data: { port: s.port, target: host, priority: 0, weight: 0 } },
-      { type: 'TXT', name: inst, ttl: 120, data: s.txt().map((t) => Buffer.from(t)) },
+      { type: 'PTR', name: '_services._dns-sd._udp.local', ttl, data: SERVICE_TYPE },
+      { type: 'PTR', name: SERVICE_TYPE, ttl, data: inst },
+      { type: 'SRV', name: inst, ttl, data: { port: s.port, target: host, priority: 0, weight: 0 } },
+      { type: 'TXT', name: inst, ttl, data: s.txt().map((t) => Buffer.from(t)) },
     ] as Answer[];
-    for (const a of s.addresses) out.push({ type: 'A', name: host, ttl: 120, data: a } as Answer);
+    for (const a of s.addresses) out.push({ type: 'A', name: host, ttl, data: a } as Answer);
     return out;
   }
 }
