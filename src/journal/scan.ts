@@ -19,9 +19,11 @@ export interface ScanStats {
   hashedFiles: number;
   /** Journal entries written. */
   changes: number;
+  /** Looks put off because a mutation the daemon brokers held the path or object. */
+  deferred: number;
 }
 
-export const newScanStats = (): ScanStats => ({ entries: 0, hashedFiles: 0, changes: 0 });
+export const newScanStats = (): ScanStats => ({ entries: 0, hashedFiles: 0, changes: 0, deferred: 0 });
 
 const SLICE = 256;
 /** Names never journaled at the zone root (ZFS snapshot directory). */
@@ -135,6 +137,26 @@ export async function reconcile(
   stats.changes++;
 }
 
+/** Tries of reconcileLater while the path stays held (20 ms apart: ~10 s). */
+const LATER_TRIES = 500;
+
+/**
+ * Reconcile `rel` on the journal's queue once no brokered mutation holds it (looked at again every
+ * 20 ms, at most LATER_TRIES times; then it is reconciled anyway).
+ */
+export function reconcileLater(j: ZoneJournal, root: Buffer, rel: Buffer, stats: ScanStats, tries = 0): void {
+  const t = setTimeout(() => {
+    if (j.isClosed) return;
+    void j.enqueue('rescan', () => {
+      if (j.busy(rel) && tries < LATER_TRIES) return reconcileLater(j, root, rel, stats, tries + 1);
+      const st = fs.lstatSync(absOf(root, rel), { bigint: true, throwIfNoEntry: false });
+      if (st && j.busy(rel, st.ino) && tries < LATER_TRIES) return reconcileLater(j, root, rel, stats, tries + 1);
+      return reconcile(j, root, rel, st, stats);
+    });
+  }, 20);
+  t.unref();
+}
+
 /**
  * Walk the zone (parents before children) reconciling every object, then journal the indexed
  * objects that were not found (children before parents). Only files whose size, mtime or inode
@@ -161,7 +183,11 @@ export async function scanZone(j: ZoneJournal, rootDir: string): Promise<ScanSta
       if (!st) continue;
       if (seen.has(st.ino)) continue; // a further hard link of a file already reconciled
       seen.add(st.ino);
-      await reconcile(j, root, rel, st, stats);
+      if (j.busy(rel, st.ino)) {
+        // A mutation through NFS is changing it right now: its own entry comes first, then a look.
+        stats.deferred++;
+        reconcileLater(j, root, rel, stats);
+      } else await reconcile(j, root, rel, st, stats);
       if (st.isDirectory()) dirs.push(rel);
       if (++sinceYield >= SLICE) {
         sinceYield = 0;
@@ -173,6 +199,11 @@ export async function scanZone(j: ZoneJournal, rootDir: string): Promise<ScanSta
   for (const e of missing) {
     const cur = j.index.get(e.fileid);
     if (!cur) continue;
+    if (j.busy(cur.path, cur.fileid)) {
+      stats.deferred++;
+      reconcileLater(j, root, cur.path, stats);
+      continue;
+    }
     j.commitGone(cur);
     stats.changes++;
   }

@@ -86,7 +86,7 @@ export class JournalService {
       result = await scanZone(journal, root);
     }).then(() => {
       this.opts.onHashed?.(zone.name, journal.hasher.stats.blocks - hashedBefore);
-      return result ?? { entries: 0, hashedFiles: 0, changes: 0 };
+      return result ?? { entries: 0, hashedFiles: 0, changes: 0, deferred: 0 };
     });
     return { fs: journaled(zone, journal), journal, scanned, watcher };
   }

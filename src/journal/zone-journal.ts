@@ -9,7 +9,7 @@ import { bump, EMPTY_VECTOR, type VersionVector } from '../replication/vector.js
 import type { Attr, CallContext, FileId, FileType, ZoneFs } from '../vfs/types.js';
 import { ChangeLog, type Change, type ChangeKind, type IndexEffect } from './changes.js';
 import { WriteCoalescer } from './coalesce.js';
-import type { GvDatabase } from './db.js';
+import type { GvDatabase, Statement } from './db.js';
 import { BlockHasher, type BlockReader } from './hasher.js';
 import type { IndexEntry } from './index-store.js';
 import type { VersionRegistry } from './versions.js';
@@ -56,10 +56,17 @@ export class ZoneJournal {
     this.zoneName = opts.zone.name;
     this.nodeId = opts.nodeId;
     this.log = new ChangeLog(opts.db, opts.zone.name);
+    this.sBegin = opts.db.prepare('BEGIN');
+    this.sCommit = opts.db.prepare('COMMIT');
+    this.sRollback = opts.db.prepare('ROLLBACK');
     this.coalescer = new WriteCoalescer({
       settleMs: opts.settleMs, maxAgeMs: opts.maxAgeMs, onSettle: (id) => this.flushFile(id, 'write'),
     });
     opts.registry?.hold(this.zoneName, this.log.version());
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   get index() {
@@ -105,13 +112,16 @@ export class ZoneJournal {
       for (const d of done.splice(0)) d();
     };
     for (let t = this.tasks.shift(); t; t = this.tasks.shift()) {
-      this.beginBatch();
       let r: Promise<void> | void;
+      // Changes the task commits synchronously join the batch (opened by the first of them).
+      this.batching = true;
       try {
         r = t.task();
       } catch (err) {
         fail(t, err);
         r = undefined;
+      } finally {
+        this.batching = false;
       }
       if (r) {
         flushBatch();
@@ -131,11 +141,20 @@ export class ZoneJournal {
   }
 
   private batchOpen = false;
+  /** A task is running synchronously inside drain(): a commit may open (or join) the batch. */
+  private batching = false;
   private batchNotes: [bigint, ChangeKind][] = [];
+  private readonly sBegin: Statement;
+  private readonly sCommit: Statement;
+  private readonly sRollback: Statement;
 
+  /**
+   * Open the batch's transaction, at its first change (a task that journals nothing, such as a
+   * watcher look at the daemon's own change, costs no transaction at all).
+   */
   private beginBatch(): void {
-    if (this.batchOpen || this.opts.db.sqlite.inTransaction) return;
-    this.opts.db.sqlite.exec('BEGIN');
+    if (this.batchOpen || !this.batching || this.opts.db.sqlite.inTransaction) return;
+    this.sBegin.run();
     this.batchOpen = true;
   }
 
@@ -144,9 +163,9 @@ export class ZoneJournal {
     this.batchOpen = false;
     const notes = this.batchNotes.splice(0);
     try {
-      this.opts.db.sqlite.exec('COMMIT');
+      this.sCommit.run();
     } catch (err) {
-      if (this.opts.db.sqlite.inTransaction) this.opts.db.sqlite.exec('ROLLBACK');
+      if (this.opts.db.sqlite.inTransaction) this.sRollback.run();
       this.opts.warn?.({ zone: this.zoneName, err: String(err), lost: notes.length }, 'journal batch failed; the next scan finds its changes');
       return;
     }
@@ -171,6 +190,7 @@ export class ZoneJournal {
 
   /** Commit one change with its index effect (synchronous transaction); tell the registry. */
   commit(change: Omit<Change, 'origin'> & { origin?: string }, effect: IndexEffect): bigint {
+    this.beginBatch();
     const v = this.log.record({ ...change, origin: change.origin ?? this.nodeId }, effect);
     // Inside a batch, listeners hear of it once the batch committed.
     if (this.batchOpen) this.batchNotes.push([v, change.kind]);
@@ -316,6 +336,54 @@ export class ZoneJournal {
     });
   }
 
+  // ---------------------------------------------------------------- mutations under way
+
+  /** Objects (by id) and paths (relative, latin1) a brokered mutation is changing: hold counts. */
+  private readonly heldIds = new Map<bigint, number>();
+  private readonly heldPaths = new Map<string, number>();
+
+  /**
+   * The daemon is about to change these objects and paths (taken before the call reaches the file
+   * system). Until the returned release is called (once the mutation's journal task has run), the
+   * watcher and the scan keep their hands off them: what they would see there is the daemon's own
+   * change, not yet in the index, which they would journal a second time (or, for a rename,
+   * journal as a removal that then makes the rename's own entry find nothing).
+   */
+  hold(ids: readonly (FileId | undefined)[], paths: readonly (Buffer | undefined)[]): () => void {
+    const idKeys: bigint[] = [];
+    const pathKeys: string[] = [];
+    for (const id of ids) {
+      if (id === undefined) continue;
+      idKeys.push(id);
+      this.heldIds.set(id, (this.heldIds.get(id) ?? 0) + 1);
+    }
+    for (const p of paths) {
+      if (p === undefined) continue;
+      const k = p.toString('latin1');
+      pathKeys.push(k);
+      this.heldPaths.set(k, (this.heldPaths.get(k) ?? 0) + 1);
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const id of idKeys) dec(this.heldIds, id);
+      for (const k of pathKeys) dec(this.heldPaths, k);
+    };
+  }
+
+  /** True while a brokered mutation holds `rel` (or a directory above it) or object `ino`. */
+  busy(rel: Buffer, ino?: bigint): boolean {
+    if (ino !== undefined && this.heldIds.has(ino)) return true;
+    if (this.heldPaths.size === 0) return false;
+    const k = rel.toString('latin1');
+    if (this.heldPaths.has(k)) return true;
+    for (let i = k.indexOf('/'); i >= 0; i = k.indexOf('/', i + 1)) {
+      if (this.heldPaths.has(k.slice(0, i))) return true;
+    }
+    return false;
+  }
+
   /** Run before the final flush at close (stop feeders such as the watcher). */
   readonly beforeClose: (() => Promise<void>)[] = [];
 
@@ -329,6 +397,12 @@ export class ZoneJournal {
     await this.settled();
     this.opts.registry?.release(this.zoneName);
   }
+}
+
+function dec<K>(m: Map<K, number>, k: K): void {
+  const n = (m.get(k) ?? 0) - 1;
+  if (n > 0) m.set(k, n);
+  else m.delete(k);
 }
 
 /** File type of a journal row / index entry from an lstat mode. */
