@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBeaconHub, type Beacon } from '../src/elp/beacon.js';
 import { MulticastBeacon } from '../src/elp/multicast.js';
 import { ElpService } from '../src/elp/service.js';
-import { MemoryZoneVersions } from '../src/elp/types.js';
+import { VersionRegistry } from '../src/journal/versions.js';
 
 const KEY = randomBytes(32);
 const started: ElpService[] = [];
@@ -13,7 +13,8 @@ afterEach(async () => {
 });
 
 function node(beacon: Beacon, name: string, opts: { key?: Buffer; intervalMs?: number; unreachableAfterMs?: number } = {}) {
-  const versions = new MemoryZoneVersions([['tier-1', 0n]]);
+  const versions = new VersionRegistry();
+  versions.hold('tier-1', 0n);
   const id = randomBytes(16).toString('hex');
   const svc = new ElpService(
     { beacon, versions, catalogVersion: () => 3, self: { id, name }, key: opts.key ?? KEY, clusterName: 'home', addresses: () => [`${name}.test:2049`] },
@@ -43,7 +44,7 @@ describe('ELP service over the in-memory beacon', () => {
     await a.svc.start();
     await b.svc.start();
     expect(await until(() => peerZone(b.svc, 'a') === '0' && peerZone(a.svc, 'b') === '0', 2000)).toBe(true);
-    a.versions.set('tier-1', 42n);
+    a.versions.committed('tier-1', 42n);
     // The interval is a minute: only the change-triggered announcement can deliver this.
     expect(await until(() => peerZone(b.svc, 'a') === '42', 2000)).toBe(true);
     expect(b.svc.peers()[0]).toMatchObject({ name: 'a', id: a.id, state: 'reachable', addresses: ['a.test:2049'], catalogVersion: '3' });
@@ -52,7 +53,7 @@ describe('ELP service over the in-memory beacon', () => {
   it('a catalog change is announced without waiting for the interval', async () => {
     const hub = new MemoryBeaconHub();
     let catalog = 3;
-    const versions = new MemoryZoneVersions();
+    const versions = new VersionRegistry();
     const a = new ElpService(
       { beacon: hub.join('A'), versions, catalogVersion: () => catalog, self: { id: 'a1'.repeat(16), name: 'a' }, key: KEY, clusterName: 'home', addresses: () => [] },
       { intervalMs: 1000, unreachableAfterMs: 180_000 },
@@ -76,7 +77,7 @@ describe('ELP service over the in-memory beacon', () => {
     await b.svc.start();
     expect(await until(() => peerZone(b.svc, 'a') === '0', 2000)).toBe(true);
     const before = a.svc.announcements;
-    for (let i = 1; i <= 200; i++) a.versions.set('tier-1', BigInt(i));
+    for (let i = 1; i <= 200; i++) a.versions.committed('tier-1', BigInt(i));
     expect(await until(() => peerZone(b.svc, 'a') === '200', 2000)).toBe(true);
     // 200 bumps in one tick: one or two announcements (50 ms debounce), not 200.
     expect(a.svc.announcements - before).toBeLessThanOrEqual(3);
@@ -127,7 +128,7 @@ describe('multicast beacon on loopback', () => {
     await a.svc.start();
     await b.svc.start();
     expect(await until(() => peerZone(b.svc, 'a') === '0' && peerZone(a.svc, 'b') === '0', 3000)).toBe(true);
-    a.versions.set('tier-1', 7n);
+    a.versions.committed('tier-1', 7n);
     expect(await until(() => peerZone(b.svc, 'a') === '7', 2000)).toBe(true);
     expect(b.svc.packets.self).toBeGreaterThan(0); // multicast loopback: own packets heard and ignored
     // A third node on another port and group hears nothing by multicast, but gets unicast

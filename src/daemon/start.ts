@@ -28,7 +28,6 @@ import { JournalService } from '../journal/service.js';
 import type { ZoneVersions } from '../journal/versions.js';
 import { startElp } from '../elp/daemon.js';
 import type { ElpService } from '../elp/service.js';
-import type { ZoneVersionSource } from '../elp/types.js';
 
 const NFS_PROGRAM = 100003;
 
@@ -168,7 +167,7 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     closers.push(() => pm.stop());
 
     // Echolocation (src/elp): announce zone versions, hear the other nodes'. Off without a cluster key.
-    const zoneVersions: ZoneVersionSource = journals.versions;
+    const zoneVersions: ZoneVersions = journals.versions;
     const elp = await startElp({
       config, stateDir, versions: zoneVersions, catalogVersion: () => service.catalog.version(), listen: host, port: nfsPort,
       log: (level, o, m) => log[level](o, m), registry: metrics?.registry,

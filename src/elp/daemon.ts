@@ -12,12 +12,12 @@ import { elpConfigFromRaw } from './config.js';
 import { registerElpMetrics } from './metrics.js';
 import { MulticastBeacon } from './multicast.js';
 import { ElpService } from './service.js';
-import type { ZoneVersionSource } from './types.js';
+import type { ZoneVersions } from '../journal/versions.js';
 
 export interface ElpWiring {
   config: Config;
   stateDir: string;
-  versions: ZoneVersionSource;
+  versions: ZoneVersions;
   catalogVersion: () => number | bigint;
   /** Address and port peers would reach this node at (NFS until the peer protocol exists). */
   listen: string;

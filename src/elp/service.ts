@@ -12,7 +12,7 @@ import type { Beacon, BeaconFrom } from './beacon.js';
 import { encodeMessage, DEFAULT_MAX_PACKET, type ElpMessage } from './packet.js';
 import { PeerTable, type PeerChange, type PeerView } from './peers.js';
 import { ElpReceiver, PACKET_RESULTS, type PacketResult } from './receiver.js';
-import type { ZoneVersionSource } from './types.js';
+import type { ZoneVersions } from '../journal/versions.js';
 
 export const DEFAULT_INTERVAL_MS = 2000;
 export const DEFAULT_DEBOUNCE_MS = 50;
@@ -22,7 +22,7 @@ const SENT_MEMORY = 256;
 
 export interface ElpDeps {
   beacon: Beacon;
-  versions: ZoneVersionSource;
+  versions: ZoneVersions;
   catalogVersion: () => number | bigint;
   self: { id: string; name: string };
   key: Buffer;
