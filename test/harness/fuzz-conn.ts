@@ -5,15 +5,14 @@
  */
 import net from 'node:net';
 import { encodeCall } from '../../src/rpc/message.js';
-import { decodeReply } from './rpc-client.js';
+import { decodeReply, ReplyRecordReader } from './rpc-client.js';
 
 const MAX_REPLY = 8 << 20;
 
 export type ReplyTally = Record<string, number>;
 
 export class FuzzConn {
-  private buf: Buffer = Buffer.alloc(0);
-  private frags: Buffer[] = [];
+  private readonly reader = new ReplyRecordReader(MAX_REPLY, (rec) => this.onRecord(rec));
   private waiting = new Map<number, () => void>();
   private closedFlag = false;
   readonly closed: Promise<void>;
@@ -110,24 +109,9 @@ export class FuzzConn {
   }
 
   private onData(chunk: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    for (let guard = 0; guard < 100_000; guard++) {
-      if (this.buf.length < 4) return;
-      const word = this.buf.readUInt32BE(0);
-      const len = word & 0x7fffffff;
-      if (len > MAX_REPLY) {
-        this.badReplies++;
-        this.sock.destroy();
-        return;
-      }
-      if (this.buf.length < 4 + len) return;
-      this.frags.push(this.buf.subarray(4, 4 + len));
-      this.buf = this.buf.subarray(4 + len);
-      if (word & 0x80000000) {
-        const rec = this.frags.length === 1 ? this.frags[0]! : Buffer.concat(this.frags);
-        this.frags = [];
-        this.onRecord(rec);
-      }
+    if (!this.reader.push(chunk)) {
+      this.badReplies++;
+      this.sock.destroy();
     }
   }
 

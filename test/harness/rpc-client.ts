@@ -37,11 +37,44 @@ interface Pending {
 
 const MAX_REPLY = 64 << 20;
 
+/**
+ * Record-marking reader for test clients, written independently of the server's RecordDecoder so
+ * the tests do not share its bugs. push() returns false when a fragment is larger than maxFragment
+ * (the caller then closes the connection).
+ */
+export class ReplyRecordReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private frags: Buffer[] = [];
+
+  constructor(
+    private readonly maxFragment: number,
+    private readonly onRecord: (record: Buffer) => void,
+  ) {}
+
+  push(chunk: Buffer): boolean {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    for (let guard = 0; guard < 1_000_000; guard++) {
+      if (this.buf.length < 4) return true;
+      const word = this.buf.readUInt32BE(0);
+      const len = word & 0x7fffffff;
+      if (len > this.maxFragment) return false;
+      if (this.buf.length < 4 + len) return true;
+      this.frags.push(this.buf.subarray(4, 4 + len));
+      this.buf = this.buf.subarray(4 + len);
+      if (word & 0x80000000) {
+        const rec = this.frags.length === 1 ? this.frags[0]! : Buffer.concat(this.frags);
+        this.frags = [];
+        this.onRecord(rec);
+      }
+    }
+    return true;
+  }
+}
+
 export class RpcClient {
   private readonly pending = new Map<number, Pending>();
   private nextXid = (Math.random() * 0x7fffffff) >>> 0;
-  private buf: Buffer = Buffer.alloc(0);
-  private frags: Buffer[] = [];
+  private readonly reader = new ReplyRecordReader(MAX_REPLY, (rec) => this.onRecord(rec));
   private closedErr: Error | null = null;
   readonly closed: Promise<void>;
   /** Replies whose xid matched no call (should stay empty). */
@@ -131,24 +164,9 @@ export class RpcClient {
   }
 
   private onData(chunk: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    for (let guard = 0; guard < 1_000_000; guard++) {
-      if (this.buf.length < 4) return;
-      const word = this.buf.readUInt32BE(0);
-      const len = word & 0x7fffffff;
-      if (len > MAX_REPLY) {
-        this.closedErr = new Error(`reply fragment of ${len} bytes`);
-        this.sock.destroy();
-        return;
-      }
-      if (this.buf.length < 4 + len) return;
-      this.frags.push(this.buf.subarray(4, 4 + len));
-      this.buf = this.buf.subarray(4 + len);
-      if (word & 0x80000000) {
-        const rec = this.frags.length === 1 ? this.frags[0]! : Buffer.concat(this.frags);
-        this.frags = [];
-        this.onRecord(rec);
-      }
+    if (!this.reader.push(chunk)) {
+      this.closedErr = new Error(`reply fragment over ${MAX_REPLY} bytes`);
+      this.sock.destroy();
     }
   }
 
