@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DAEMON_MAIN, ensureBuilt } from './harness/daemon.js';
+import { runProcess } from './harness/run.js';
 
 /** `gv` commands as a user runs them: spawned, with a temp config and state dir. */
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gv-cli-zone-'));
@@ -17,23 +17,7 @@ interface Run {
 }
 
 function gv(args: string[], env: Record<string, string> = { GV_CONFIG: CONFIG }): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [DAEMON_MAIN, ...args], {
-      cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GV_CONFIG: '', ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => {
-      c.kill('SIGKILL');
-      reject(new Error(`gv ${args.join(' ')} did not exit; stderr: ${stderr}`));
-    }, 30_000);
-    c.on('exit', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProcess(process.execPath, [DAEMON_MAIN, ...args], { cwd: tmp, env: { ...process.env, GV_CONFIG: '', ...env } });
 }
 
 /** A --json run: exactly one JSON document on stdout. */

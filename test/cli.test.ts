@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runProcess } from './harness/run.js';
 import { pino } from 'pino';
 import { demoConfig } from '../src/cli/demo.js';
 import { startDaemon } from '../src/daemon/start.js';
@@ -41,22 +42,7 @@ interface Run {
 }
 
 function gv(args: string[], timeoutMs = 15_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [MAIN, ...args], { cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(c);
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => {
-      c.kill('SIGKILL');
-      reject(new Error(`gv ${args.join(' ')} did not exit; stderr: ${stderr}`));
-    }, timeoutMs);
-    c.on('exit', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProcess(process.execPath, [MAIN, ...args], { cwd: tmp, timeoutMs, track: children });
 }
 
 interface Running {

@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DAEMON_MAIN, startTestDaemon, type TestDaemon } from './harness/daemon.js';
+import { runProcess, type RunResult } from './harness/run.js';
 import { RpcClient } from './harness/rpc-client.js';
 import { expectOk, mountMnt, mountZone, MNT3_OK, NFS3ERR, NFS3_OK, type Nfs3Client } from './harness/nfs3-client.js';
 
@@ -15,22 +15,8 @@ import { expectOk, mountMnt, mountZone, MNT3_OK, NFS3ERR, NFS3_OK, type Nfs3Clie
 let d: TestDaemon;
 const clients: Nfs3Client[] = [];
 
-function gv(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [DAEMON_MAIN, ...args, '--config', d.configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (x) => (stdout += x));
-    c.stderr.on('data', (x) => (stderr += x));
-    const t = setTimeout(() => {
-      c.kill('SIGKILL');
-      reject(new Error(`gv ${args.join(' ')} hung; ${stderr}`));
-    }, 30_000);
-    c.on('exit', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function gv(args: string[]): Promise<RunResult> {
+  return runProcess(process.execPath, [DAEMON_MAIN, ...args, '--config', d.configPath]);
 }
 
 async function mnt(zone: string): Promise<number> {

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DAEMON_MAIN, startTestDaemon, type TestDaemon } from './harness/daemon.js';
+import { runProcess } from './harness/run.js';
 import { expectOk, mountZone, NFS3ERR, NFS3_OK, type Nfs3Client } from './harness/nfs3-client.js';
 import { createZfsTestPool, zfsFuseUnavailableReason, type ZfsTestPool } from './harness/zfs-pool.js';
 
@@ -13,23 +13,7 @@ let pool: ZfsTestPool;
 let d: TestDaemon;
 const clients: Nfs3Client[] = [];
 
-function run(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (x) => (stdout += x));
-    c.stderr.on('data', (x) => (stderr += x));
-    const t = setTimeout(() => {
-      c.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} hung; ${stderr}`));
-    }, 60_000);
-    c.on('exit', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = (cmd: string, args: string[]) => runProcess(cmd, args, { timeoutMs: 60_000 });
 const gv = (args: string[]) => run(process.execPath, [DAEMON_MAIN, ...args, '--config', d.configPath]);
 const zfsGet = async (prop: string, ds: string) => (await run('zfs', ['get', '-Hp', '-o', 'value', prop, ds])).stdout.trim();
 
