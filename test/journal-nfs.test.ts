@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from './harness/wait.js';
 import { controlRequest } from '../src/control/client.js';
 import { hashBuffer } from '../src/journal/hasher.js';
 import { startTestDaemon, type TestDaemon } from './harness/daemon.js';
@@ -53,15 +54,6 @@ async function statusVersion(): Promise<number> {
   return Number(z.version);
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, ms = 5000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const summary = (rs: Row[]) => rs.map((r) => `${r.kind} ${r.path}${r.to_path ? ` -> ${r.to_path}` : ''}`);
 

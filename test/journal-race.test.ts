@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { changeSummary, waitFor } from './harness/wait.js';
 import type { ChangeRow } from '../src/journal/changes.js';
 import { GvDatabase } from '../src/journal/db.js';
 import { scanZone } from '../src/journal/scan.js';
@@ -28,17 +29,8 @@ let att: AttachedZone;
 let watcher: ZoneWatcher;
 
 const rows = (since: bigint): ChangeRow[] => att.journal.log.since(since);
-const summary = (rs: ChangeRow[]) => rs.map((r) => `${r.kind} ${r.path.toString()}${r.toPath ? ` -> ${r.toPath.toString()}` : ''}`);
+const summary = (rs: ChangeRow[]) => changeSummary(rs);
 
-async function waitFor<T>(what: string, fn: () => T | undefined | false, ms = 5000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** A gate: `reached` resolves when the call got there, `open()` lets it go on. */
 function gate(): { reached: Promise<void>; arrive: () => void; wait: Promise<void>; open: () => void } {

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { changeSummary, waitFor } from './harness/wait.js';
 import type { ChangeRow } from '../src/journal/changes.js';
 import { GvDatabase } from '../src/journal/db.js';
 import { BLOCK_SIZE, DIGEST_SIZE, hashBuffer } from '../src/journal/hasher.js';
@@ -37,17 +38,8 @@ async function close(): Promise<void> {
 }
 
 const rows = (since = 0n): ChangeRow[] => att.journal.log.since(since);
-const summary = (rs: ChangeRow[]) => rs.map((r) => `${r.kind} ${r.path.toString()}${r.toPath ? ` -> ${r.toPath.toString()}` : ''}`);
+const summary = (rs: ChangeRow[]) => changeSummary(rs);
 
-async function waitFor<T>(what: string, fn: () => T | undefined | false, ms = 5000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 beforeEach(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'gv-journal-'));
