@@ -75,7 +75,7 @@ export class ChangeLog {
   private readonly sSince: Statement;
   private readonly tx: (c: Change, fx: IndexEffect) => bigint;
 
-  constructor(private readonly db: GvDatabase, readonly zone: string) {
+  constructor(db: GvDatabase, readonly zone: string) {
     this.index = new IndexStore(db, zone);
     this.sEnsure = db.prepare('INSERT INTO zone_versions (zone, version) VALUES (?, 0) ON CONFLICT (zone) DO NOTHING');
     this.sBump = db.prepare('UPDATE zone_versions SET version = version + 1 WHERE zone = ? RETURNING version')

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { accept_stat, type RpcCall } from '../rpc/message.js';
 import type { ConnInfo, ProcResult, RpcProgram } from '../rpc/server.js';
-import { NFS_PROGRAM, NFS_V3, PROC_NAMES } from './constants.js';
+import { NFS_PROGRAM, NFS_V3 } from './constants.js';
 import { callContext, type SquashOptions } from './context.js';
 import { PROCEDURES, type ProcEnv } from './procedures.js';
 import type { ZoneRegistry } from './resolve.js';
@@ -16,15 +16,12 @@ export interface NfsProgramDeps {
   log?: (obj: object, msg: string) => void;
   /** Shared with the RpcServer: pooled buffers for large READ payloads. */
   pool?: BufferPool;
-  /** Per-call observer (metrics): procedure name and duration in seconds. */
-  observe?: (proc: string, seconds: number) => void;
 }
 
 /** NFS version 3 (program 100003) over the ZoneFs seam. */
 export function createNfsProgram(deps: NfsProgramDeps): RpcProgram & { writeVerifier: Buffer } {
   const writeVerifier = randomBytes(8);
   const env: ProcEnv = { zones: deps.zones, writeVerifier, log: deps.log ?? (() => {}), pool: deps.pool };
-  const observe = deps.observe;
   return {
     prog: NFS_PROGRAM,
     low: NFS_V3,
@@ -33,14 +30,7 @@ export function createNfsProgram(deps: NfsProgramDeps): RpcProgram & { writeVeri
     async handle(call: RpcCall, conn: ConnInfo): Promise<ProcResult> {
       const proc = PROCEDURES[call.proc];
       if (!proc) return { stat: accept_stat.PROC_UNAVAIL };
-      const ctx = callContext(call, conn, deps.squash);
-      if (!observe) return proc(call.args, ctx, env);
-      const t0 = process.hrtime.bigint();
-      try {
-        return await proc(call.args, ctx, env);
-      } finally {
-        observe(PROC_NAMES[call.proc]!, Number(process.hrtime.bigint() - t0) / 1e9);
-      }
+      return proc(call.args, callContext(call, conn, deps.squash), env);
     },
   };
 }
