@@ -131,4 +131,45 @@ export const MIGRATIONS: readonly string[] = [
     id  TEXT    NOT NULL
   ) STRICT;
   `,
+  // 4: replication. Tombstones (the last vector of a path whose object went away), the origin of
+  // each index entry (conflict tie-break), how far each peer's journal has been applied, the
+  // catalog's last-writer-wins metadata and deleted zones, and each node's pinned certificate.
+  `
+  ALTER TABLE file_index ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+
+  -- One row per path whose object was removed or renamed away: its vector at that moment.
+  -- Removed again when an object appears at the path (its vector then starts from this one).
+  CREATE TABLE tombstones (
+    zone   TEXT    NOT NULL,
+    path   BLOB    NOT NULL,
+    type   TEXT    NOT NULL,
+    vector BLOB    NOT NULL,
+    origin TEXT    NOT NULL,
+    at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (zone, path)
+  ) STRICT, WITHOUT ROWID;
+
+  -- The highest version of peer's journal of zone that this node has applied (or skipped).
+  CREATE TABLE peer_cursors (
+    zone       TEXT    NOT NULL,
+    peer       TEXT    NOT NULL,
+    version    INTEGER NOT NULL CHECK (version >= 0),
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (zone, peer)
+  ) STRICT, WITHOUT ROWID;
+
+  -- Catalog entries merge last-writer-wins on (updated_ms, updated_by).
+  ALTER TABLE catalog_zones ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE catalog_zones ADD COLUMN updated_by TEXT NOT NULL DEFAULT '';
+  ALTER TABLE catalog_zones ADD COLUMN consistency TEXT NOT NULL DEFAULT 'pull-first';
+  CREATE TABLE catalog_zone_tombstones (
+    name       TEXT    PRIMARY KEY,
+    deleted_ms INTEGER NOT NULL,
+    deleted_by TEXT    NOT NULL
+  ) STRICT;
+
+  -- SHA-256 fingerprint (hex) of the node's peer-protocol certificate, pinned at first contact.
+  ALTER TABLE catalog_nodes ADD COLUMN fingerprint TEXT;
+  CREATE INDEX catalog_nodes_id ON catalog_nodes (node_id);
+  `,
 ];
