@@ -92,10 +92,24 @@ export class ChangeLog {
     this.sEnsure.run(zone);
     this.tx = db.sqlite.transaction((c: Change, fx: IndexEffect): bigint => {
       const version = this.sBump.get(this.zone) as bigint;
+      const atMs = Date.now();
       this.sInsert.run(
         this.zone, version, c.kind, BigInt.asIntN(64, c.fileid), c.path, c.toPath ?? null, c.type, c.size ?? null,
-        c.mtimeNs ?? null, c.mode ?? null, c.hashes ?? null, c.target ?? null, c.origin, encodeVector(c.vector), Date.now(),
+        c.mtimeNs ?? null, c.mode ?? null, c.hashes ?? null, c.target ?? null, c.origin, encodeVector(c.vector), atMs,
       );
+      // Tombstones: a path whose object went away keeps the object's last vector, so a change
+      // that did not know of the removal compares as concurrent, and an object that appears
+      // there later starts after it.
+      if (c.kind === 'remove' || c.kind === 'rmdir') {
+        this.index.putTombstone({ path: c.path, type: c.type, vector: c.vector, origin: c.origin, atMs });
+      } else if (c.kind === 'rename') {
+        if (c.toPath && !c.toPath.equals(c.path)) {
+          this.index.putTombstone({ path: c.path, type: c.type, vector: c.vector, origin: c.origin, atMs });
+          this.index.deleteTombstone(c.toPath);
+        }
+      } else {
+        this.index.deleteTombstone(c.path);
+      }
       // Deletions first: a rename onto a directory drops what was below it before moving in.
       if (fx.deleteUnder) this.index.deleteUnder(fx.deleteUnder);
       if (fx.delete !== undefined) this.index.delete(fx.delete);

@@ -19,6 +19,18 @@ export interface IndexEntry {
   vector: VersionVector;
   /** Concatenated SHA-256 of each 1 MiB block (regular files), else null. */
   hashes: Buffer | null;
+  /** Node id that made this version ('' for rows written before migration 4). */
+  origin: string;
+}
+
+/** The last known state of a path whose object went away (removed, or renamed elsewhere). */
+export interface Tombstone {
+  path: Buffer;
+  type: FileType;
+  /** The object's vector when it went. */
+  vector: VersionVector;
+  origin: string;
+  atMs: number;
 }
 
 interface RawEntry {
@@ -31,6 +43,7 @@ interface RawEntry {
   mode: bigint;
   vector: Buffer;
   hashes: Buffer | null;
+  origin: string;
 }
 
 const toDb = (v: bigint): bigint => BigInt.asIntN(64, v);
@@ -39,7 +52,7 @@ const fromDb = (v: bigint): bigint => BigInt.asUintN(64, v);
 function fromRaw(r: RawEntry): IndexEntry {
   return {
     fileid: fromDb(r.fileid), path: r.path, type: r.type as FileType, size: r.size, mtimeNs: r.mtime_ns,
-    ino: fromDb(r.ino), mode: Number(r.mode), vector: decodeVector(r.vector), hashes: r.hashes,
+    ino: fromDb(r.ino), mode: Number(r.mode), vector: decodeVector(r.vector), hashes: r.hashes, origin: r.origin,
   };
 }
 
@@ -58,18 +71,21 @@ export class IndexStore {
   private readonly sSetPath: Statement;
   private readonly sAll: Statement;
   private readonly sCount: Statement;
+  private readonly sTombGet: Statement;
+  private readonly sTombPut: Statement;
+  private readonly sTombDel: Statement;
 
   constructor(db: GvDatabase, readonly zone: string) {
-    const cols = 'fileid, path, type, size, mtime_ns, ino, mode, vector, hashes';
+    const cols = 'fileid, path, type, size, mtime_ns, ino, mode, vector, hashes, origin';
     this.sGet = db.prepare(`SELECT ${cols} FROM file_index WHERE zone = ? AND fileid = ?`).safeIntegers(true);
     // Two steps (covering index, then primary key): measured 8 + 10 µs against 78 µs for one query.
     this.sByPath = db.prepare('SELECT fileid FROM file_index WHERE zone = ? AND path = ?').safeIntegers(true).pluck(true);
     this.sByIno = db.prepare(`SELECT ${cols} FROM file_index WHERE zone = ? AND ino = ?`).safeIntegers(true);
     this.sPut = db.prepare(
-      `INSERT INTO file_index (zone, ${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO file_index (zone, ${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (zone, fileid) DO UPDATE SET path = excluded.path, type = excluded.type, size = excluded.size,
          mtime_ns = excluded.mtime_ns, ino = excluded.ino, mode = excluded.mode, vector = excluded.vector,
-         hashes = excluded.hashes`,
+         hashes = excluded.hashes, origin = excluded.origin`,
     );
     this.sDel = db.prepare('DELETE FROM file_index WHERE zone = ? AND fileid = ?');
     // Everything below a directory: paths between "dir/" and "dir0" ('0' follows '/').
@@ -77,6 +93,13 @@ export class IndexStore {
     this.sSetPath = db.prepare('UPDATE file_index SET path = ? WHERE zone = ? AND fileid = ?');
     this.sAll = db.prepare(`SELECT ${cols} FROM file_index WHERE zone = ?`).safeIntegers(true);
     this.sCount = db.prepare('SELECT count(*) FROM file_index WHERE zone = ?').pluck(true);
+    this.sTombGet = db.prepare('SELECT path, type, vector, origin, at_ms FROM tombstones WHERE zone = ? AND path = ?').safeIntegers(true);
+    this.sTombPut = db.prepare(
+      `INSERT INTO tombstones (zone, path, type, vector, origin, at_ms) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (zone, path) DO UPDATE SET type = excluded.type, vector = excluded.vector, origin = excluded.origin,
+         at_ms = excluded.at_ms`,
+    );
+    this.sTombDel = db.prepare('DELETE FROM tombstones WHERE zone = ? AND path = ?');
   }
 
   get(fileid: bigint): IndexEntry | undefined {
@@ -108,6 +131,7 @@ export class IndexStore {
   put(e: IndexEntry): void {
     this.sPut.run(
       this.zone, toDb(e.fileid), e.path, e.type, e.size, e.mtimeNs, toDb(e.ino), e.mode, encodeVector(e.vector), e.hashes,
+      e.origin,
     );
   }
 
@@ -133,5 +157,21 @@ export class IndexStore {
     const rows = this.sUnder.all(this.zone, lo, hi) as { fileid: bigint; path: Buffer }[];
     for (const r of rows) this.sDel.run(this.zone, r.fileid);
     return rows.length;
+  }
+
+  /** The tombstone of `path`, if its last object went away and nothing appeared there since. */
+  tombstone(path: Buffer): Tombstone | undefined {
+    const r = this.sTombGet.get(this.zone, path) as { path: Buffer; type: string; vector: Buffer; origin: string; at_ms: bigint } | undefined;
+    return r && { path: r.path, type: r.type as FileType, vector: decodeVector(r.vector), origin: r.origin, atMs: Number(r.at_ms) };
+  }
+
+  /** Record that `path`'s object went away with `vector` (call inside the change's transaction). */
+  putTombstone(t: Tombstone): void {
+    this.sTombPut.run(this.zone, t.path, t.type, encodeVector(t.vector), t.origin, t.atMs);
+  }
+
+  /** An object appeared at `path`. */
+  deleteTombstone(path: Buffer): void {
+    this.sTombDel.run(this.zone, path);
   }
 }

@@ -5,13 +5,13 @@
  * after the NFS reply: the hot path only notes what happened.
  */
 import { GvError } from '../errors.js';
-import { bump, EMPTY_VECTOR, type VersionVector } from '../replication/vector.js';
+import { bump, EMPTY_VECTOR, merge, type VersionVector } from '../replication/vector.js';
 import type { Attr, CallContext, FileId, FileType, ZoneFs } from '../vfs/types.js';
 import { ChangeLog, type Change, type ChangeKind, type IndexEffect } from './changes.js';
 import { WriteCoalescer } from './coalesce.js';
 import type { GvDatabase, Statement } from './db.js';
 import { BlockHasher, type BlockReader } from './hasher.js';
-import type { IndexEntry } from './index-store.js';
+import type { IndexEntry, Tombstone } from './index-store.js';
 import type { VersionRegistry } from './versions.js';
 
 /** The journal's own reads (hashing) run as root, origin local. */
@@ -198,6 +198,11 @@ export class ZoneJournal {
     return v;
   }
 
+  /** The tombstone of `path` (its last object went away and nothing appeared since). */
+  tombstone(path: Buffer): Tombstone | undefined {
+    return this.index.tombstone(path);
+  }
+
   /** The next vector of an object: its indexed one bumped for this node. */
   nextVector(prev: VersionVector | undefined): VersionVector {
     return bump(prev ?? EMPTY_VECTOR, this.nodeId);
@@ -298,11 +303,14 @@ export class ZoneJournal {
     } = {},
   ): bigint {
     const prev = extra.prev ?? this.index.get(attr.fileid);
-    const vector = this.nextVector(prev?.vector);
+    // A new object where an earlier one went away starts after that one's last vector, so every
+    // node orders the re-creation after the removal it may already have applied.
+    const base = prev?.vector ?? this.index.tombstone(path)?.vector;
+    const vector = this.nextVector(base);
     const hashes = attr.type === 'file' ? (extra.hashes ?? prev?.hashes ?? Buffer.alloc(0)) : null;
     const entry: IndexEntry = {
       fileid: attr.fileid, path: extra.indexPath ?? extra.toPath ?? path, type: attr.type, size: attr.size, mtimeNs: timeNs(attr.mtime),
-      ino: attr.fileid, mode: attr.mode, vector, hashes,
+      ino: attr.fileid, mode: attr.mode, vector, hashes, origin: this.nodeId,
     };
     return this.commit({
       kind, fileid: attr.fileid, path, toPath: extra.toPath ?? null, type: attr.type, size: attr.size,
@@ -320,9 +328,18 @@ export class ZoneJournal {
 
   /** Journal a move of `entry` to `to` (descendants follow for directories). */
   commitRename(entry: IndexEntry, to: Buffer, replaced?: IndexEntry): bigint {
-    const vector = this.nextVector(entry.vector);
+    // After whatever was at the destination too (the object it replaced, or a removed one), so
+    // the move wins over it on every node.
+    let base = entry.vector;
+    const gone0 = replaced && replaced.fileid !== entry.fileid ? replaced : undefined;
+    if (gone0) base = merge(base, gone0.vector);
+    else {
+      const t = this.index.tombstone(to);
+      if (t) base = merge(base, t.vector);
+    }
+    const vector = this.nextVector(base);
     const moved: IndexEntry = {
-      ...entry, path: to, vector,
+      ...entry, path: to, vector, origin: this.nodeId,
     };
     // The object the rename replaced (if any) is gone with it: no row of its own, applying the
     // rename replaces it on every node too.
