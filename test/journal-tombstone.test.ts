@@ -88,3 +88,25 @@ describe('tombstones and origins', () => {
     expect(att.journal.tombstone(b('d'))?.type).toBe('dir');
   });
 });
+
+describe('directory removed with its contents', () => {
+  it('journals a removal for every indexed descendant before the directory', async () => {
+    const d = (await att.fs.mkdir(ROOT, local.rootId, b('d'), { mode: 0o755 })).id;
+    const e = (await att.fs.mkdir(ROOT, d, b('e'), { mode: 0o755 })).id;
+    for (const [dir, name] of [[d, 'f1'], [e, 'f2']] as const) {
+      const id = (await att.fs.create(ROOT, dir, b(name), { mode: 'guarded', attrs: { mode: 0o644 } })).id;
+      await att.fs.commit(ROOT, id, 0, 0);
+    }
+    await att.journal.idle();
+    const before = att.journal.version();
+    const dEntry = att.journal.index.byPath(b('d'))!;
+    // As the watcher does when it finds the whole tree gone.
+    await att.journal.enqueue('gone', () => {
+      att.journal.commitGone(dEntry);
+    });
+    const rows = att.journal.log.since(before).map((r) => `${r.kind} ${r.path.toString()}`);
+    expect(rows).toEqual(['remove d/e/f2', 'remove d/f1', 'rmdir d/e', 'rmdir d']);
+    for (const p of ['d', 'd/e', 'd/f1', 'd/e/f2']) expect(att.journal.tombstone(b(p))).toBeDefined();
+    expect(att.journal.index.count()).toBe(0);
+  });
+});

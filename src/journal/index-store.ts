@@ -150,6 +150,20 @@ export class IndexStore {
     return rows.length;
   }
 
+  /** Everything indexed below directory `dir`, deepest paths first. */
+  under(dir: Buffer): IndexEntry[] {
+    const lo = Buffer.concat([dir, Buffer.from('/')]);
+    const hi = Buffer.concat([dir, Buffer.from('0')]);
+    const ids = this.sUnder.all(this.zone, lo, hi) as { fileid: bigint; path: Buffer }[];
+    ids.sort((a, b) => b.path.length - a.path.length || Buffer.compare(a.path, b.path));
+    const out: IndexEntry[] = [];
+    for (const r of ids) {
+      const e = this.sGet.get(this.zone, r.fileid) as RawEntry | undefined;
+      if (e) out.push(fromRaw(e));
+    }
+    return out;
+  }
+
   /** Delete everything below directory `dir` (it went away); answers the entries removed. */
   deleteUnder(dir: Buffer): number {
     const lo = Buffer.concat([dir, Buffer.from('/')]);

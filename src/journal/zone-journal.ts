@@ -320,6 +320,17 @@ export class ZoneJournal {
 
   /** Journal that the object indexed as `entry` went away (remove/rmdir). */
   commitGone(entry: IndexEntry, kind: 'remove' | 'rmdir' = entry.type === 'dir' ? 'rmdir' : 'remove'): bigint {
+    // A directory that went with its contents still indexed (an out-of-band `rm -rf`): each of
+    // them gets its own row first, so other nodes remove exactly what this node knew of, and
+    // keep what they have that this node never saw.
+    if (entry.type === 'dir') {
+      for (const d of this.index.under(entry.path)) {
+        this.commit({
+          kind: d.type === 'dir' ? 'rmdir' : 'remove', fileid: d.fileid, path: d.path, type: d.type, size: null, mtimeNs: null,
+          mode: null, hashes: null, vector: this.nextVector(d.vector),
+        }, { delete: d.fileid });
+      }
+    }
     const vector = this.nextVector(entry.vector);
     return this.commit({
       kind, fileid: entry.fileid, path: entry.path, type: entry.type, size: null, mtimeNs: null, mode: null, hashes: null, vector,
