@@ -29,10 +29,13 @@ const code = (fn: () => unknown): string => {
 describe('catalog', () => {
   it('creates, lists, changes and removes zones; every change bumps the version', () => {
     const db = freshDb();
-    const c = new Catalog(db);
+    const c = new Catalog(db, { nodeId: 'id-a' });
     expect(c.version()).toBe(0);
     const z = c.create({ name: 'tier-1', quotaBytes: 512 * 2 ** 30, members: ['c', 'a', 'b'], backing: { kind: 'dir', path: '/srv/t1' } }, 1000);
-    expect(z).toEqual({ name: 'tier-1', quotaBytes: 512 * 2 ** 30, members: ['a', 'b', 'c'], createdMs: 1000, version: 1, backing: { kind: 'dir', path: '/srv/t1' } });
+    expect(z).toEqual({
+      name: 'tier-1', quotaBytes: 512 * 2 ** 30, members: ['a', 'b', 'c'], createdMs: 1000, version: 1,
+      updatedMs: 1000, updatedBy: 'id-a', consistency: 'pull-first', backing: { kind: 'dir', path: '/srv/t1' },
+    });
     c.create({ name: 'remote', quotaBytes: 1024, members: ['b'], backing: null });
     expect(c.version()).toBe(2);
     expect(c.list().map((x) => [x.name, x.backing])).toEqual([['remote', null], ['tier-1', { kind: 'dir', path: '/srv/t1' }]]);

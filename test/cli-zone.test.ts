@@ -78,7 +78,9 @@ describe('gv zone create / list / show', () => {
     expect(r.json.ok).toBe(true);
     expect(r.json.zone).toMatchObject({
       name: 'tier-1', source: 'catalog', quotaBytes: 1.5 * 2 ** 40, quota: '1.5T', members: ['a', 'b', 'c'],
-      backing: { kind: 'dir', path: path.join(STATE, 'zones', 'tier-1') }, exportPath: '/tier-1', version: 1,
+      // version 1 was gv init registering node a (nodes replicate with the catalog too)
+      backing: { kind: 'dir', path: path.join(STATE, 'zones', 'tier-1') }, exportPath: '/tier-1', version: 2,
+      consistency: 'pull-first', updatedBy: JSON.parse(fs.readFileSync(path.join(STATE, 'node.json'), 'utf8')).id,
     });
     expect(r.json.daemon).toMatchObject({ running: false, reloaded: false });
     expect(fs.statSync(path.join(STATE, 'zones', 'tier-1')).isDirectory()).toBe(true);

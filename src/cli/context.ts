@@ -3,9 +3,10 @@ import { Catalog } from '../catalog/catalog.js';
 import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { controlRequest, type ControlOutcome } from '../control/client.js';
-import { controlSocketPath } from '../control/protocol.js';
+import { controlSocketPath, type ControlOp, type ControlRequest } from '../control/protocol.js';
 import { GvError } from '../errors.js';
 import { GvDatabase } from '../journal/db.js';
+import { journalNodeId } from '../journal/node-id.js';
 import { parseSize } from '../util/size.js';
 import { Zfs } from '../zfs/zfs.js';
 
@@ -39,13 +40,20 @@ export function openContext(flag: string | undefined): CliContext {
   if (!stateDir) throw new GvError('CONFIG', `${config.file}: node.state_dir: missing (the catalog lives there; set it)`);
   const db = GvDatabase.open(stateDir);
   return {
-    config, configFile: config.file!, stateDir, db, catalog: new Catalog(db), zfs: new Zfs(), close: () => db.close(),
+    config, configFile: config.file!, stateDir, db, catalog: new Catalog(db, { nodeId: journalNodeId(db, stateDir) }), zfs: new Zfs(), close: () => db.close(),
   };
 }
 
 /** Ask a running daemon for something; "not running" is an answer. */
-export function askDaemon(ctx: CliContext, op: 'status' | 'reload'): Promise<ControlOutcome> {
-  return controlRequest(controlSocketPath(ctx.stateDir), op);
+export function askDaemon(ctx: CliContext, op: ControlOp, args: Omit<ControlRequest, 'op'> = {}, timeoutMs?: number): Promise<ControlOutcome> {
+  return controlRequest(controlSocketPath(ctx.stateDir), op, timeoutMs, args);
+}
+
+/** The daemon's error code of a failed request (ENOTSUP: the op's feature is off), else null. */
+export function daemonErrorCode(err: unknown): string | null {
+  if (!(err instanceof GvError)) return null;
+  const c = err.data.code;
+  return typeof c === 'string' ? c : null;
 }
 
 /** A size argument (512G, 1.5T, 100M); a bad one is a usage error. */

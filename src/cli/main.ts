@@ -11,7 +11,9 @@ import { openContext, Output, type CliContext } from './context.js';
 import { DEFAULT_DEMO_DIR, demoConfig, demoPorts, mountInstructions, prepareDemoDir } from './demo.js';
 import { init, type InitFlags } from './init.js';
 import { nodeList } from './node.js';
+import { conflicts } from './conflicts.js';
 import { status } from './status.js';
+import { zoneSync, type SyncFlags } from './sync.js';
 import { zoneCreate, zoneDestroy, zoneList, zoneSetQuota, zoneShow, type CreateFlags } from './zone.js';
 
 /**
@@ -180,7 +182,14 @@ export function buildProgram(): Command {
     .option('--json', JSON_HELP)
     .action(async (o: Common) => withContext(o, (ctx, out) => status(ctx, out)));
 
-  const zone = program.command('zone').description('replication zones: create, list, show, set-quota, destroy');
+  program
+    .command('conflicts [zone]')
+    .description('conflict copies kept beside the winning version (name.gv-conflict-YYYYMMDD-HHMMSS-<node>.ext)')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--json', JSON_HELP)
+    .action(async (name: string | undefined, o: Common) => withContext(o, (ctx, out) => conflicts(ctx, out, name)));
+
+  const zone = program.command('zone').description('replication zones: create, list, show, set-quota, sync, destroy');
   zone
     .command('create <name>')
     .description('add a zone to the catalog and, when this node is a member, create its dataset or directory')
@@ -188,6 +197,7 @@ export function buildProgram(): Command {
     .option('--nodes <a,b,c>', 'member nodes (default: this node)')
     .option('--dataset <pool/path>', 'ZFS dataset for this node (default <pool>/<dataset_root>/<name> when [zfs] pool is set)')
     .option('--path <dir>', 'directory for this node instead of a dataset (default <state_dir>/zones/<name>)')
+    .addOption(new Option('--consistency <mode>', 'pull-first: writes wait while a reachable member has a newer version (default); available: never wait').choices(['pull-first', 'available']))
     .option('-c, --config <file>', CONFIG_HELP)
     .option('--json', JSON_HELP)
     .action(async (name: string, o: CreateFlags & Common) => withContext(o, (ctx, out) => zoneCreate(ctx, out, name, o)));
@@ -209,6 +219,14 @@ export function buildProgram(): Command {
     .option('-c, --config <file>', CONFIG_HELP)
     .option('--json', JSON_HELP)
     .action(async (name: string, size: string, o: Common) => withContext(o, (ctx, out) => zoneSetQuota(ctx, out, name, size)));
+  zone
+    .command('sync <name>')
+    .description("replication state of a zone; with --wait, block until this node has every member's advertised version")
+    .option('--wait', 'wait until in sync (progress bar on a terminal, plain lines otherwise)')
+    .option('--timeout <seconds>', 'with --wait: give up (exit 1) after this long')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--json', JSON_HELP)
+    .action(async (name: string, o: SyncFlags & Common) => withContext(o, (ctx, out) => zoneSync(ctx, out, name, o)));
   zone
     .command('destroy <name>')
     .description('remove a zone; refused while it holds data unless --force (which deletes the data)')

@@ -1,7 +1,10 @@
 import { readIdentity } from '../catalog/identity.js';
 import { formatSize } from '../util/size.js';
 import { askDaemon, Output, table, type CliContext } from './context.js';
-import { zoneViews } from './zone.js';
+import type { ZoneSyncStatus } from '../replication/source.js';
+import { bytesText, rateText } from './progress.js';
+import { replicationStatus } from './sync.js';
+import { replicationView, zoneViews } from './zone.js';
 
 interface DaemonStatus {
   pid: number;
@@ -50,11 +53,23 @@ export async function status(ctx: CliContext, out: Output): Promise<void> {
     lines.push(`daemon:  running, pid ${d.pid}, nfs ${d.listen}:${d.nfsPort}, mount ${d.mountPort}, portmap ${d.portmapPort ?? 'off'}, since ${d.startedAt}`);
   } else lines.push(`daemon:  not running (${String(daemon.reason)})`);
   const elp = daemon.running ? (daemon as unknown as DaemonStatus).elp ?? null : null;
+  // Replication per zone and member (absent when the daemon is down or replication is off).
+  const rep = new Map<string, ZoneSyncStatus>();
+  if (daemon.running) {
+    try {
+      for (const s of (await replicationStatus(ctx)).statuses ?? []) rep.set(s.zone, s);
+    } catch (err) {
+      out.warn(`replication state unavailable: ${(err as Error).message}`);
+    }
+  }
   const rows = [['ZONE', 'QUOTA', 'USED', 'SERVED', 'VERSION', 'MEMBERS', 'EXPORT']];
+  if (rep.size > 0) rows[0]!.push('SYNC');
   for (const z of zones) {
     const v = zoneVersions(elp, z.name, z.members, ctx.config.node.name);
     const peers = Object.entries(v.members).map(([m, mv]) => `${m}=${mv ?? '?'}`).join(' ') || '-';
-    rows.push([z.name, z.quota ?? 'none', z.used ?? '-', daemon.running ? (served.has(z.name) ? 'yes' : 'no') : '-', v.version ?? own.get(z.name) ?? '-', peers, z.exportPath]);
+    const row = [z.name, z.quota ?? 'none', z.used ?? '-', daemon.running ? (served.has(z.name) ? 'yes' : 'no') : '-', v.version ?? own.get(z.name) ?? '-', peers, z.exportPath];
+    if (rep.size > 0) row.push(syncText(rep.get(z.name)));
+    rows.push(row);
   }
   const used = zones.reduce((a, z) => a + (z.usedBytes ?? 0), 0);
   out.done(
@@ -65,10 +80,23 @@ export async function status(ctx: CliContext, out: Output): Promise<void> {
       catalogVersion: ctx.catalog.version(),
       zones: zones.map((z) => {
         const v = zoneVersions(elp, z.name, z.members, ctx.config.node.name);
-        return { ...z, served: daemon.running ? served.has(z.name) : null, version: v.version ?? own.get(z.name) ?? null, memberVersions: v.members };
+        const r = rep.get(z.name);
+        return {
+          ...z, served: daemon.running ? served.has(z.name) : null, version: v.version ?? own.get(z.name) ?? null, memberVersions: v.members,
+          ...(r ? { replication: replicationView(r) } : {}),
+        };
       }),
       daemon,
     },
     `${lines.join('\n')}\n${zones.length ? table(rows) : 'zones:   none\n'}total used: ${formatSize(used)}`,
   );
+}
+
+/** "in sync", or per member behind: "b: 3 behind 1.5MiB @ 200KiB/s; c: unreachable". */
+function syncText(s: ZoneSyncStatus | undefined): string {
+  if (!s) return '-';
+  if (s.inSync && s.members.every((m) => m.behind === '0' || m.state !== 'reachable')) return 'in sync';
+  return s.members
+    .map((m) => (m.state === 'unreachable' ? `${m.peerName}: unreachable` : `${m.peerName}: ${m.behind} behind ${bytesText(m.bytesToFetch)} @ ${rateText(m.rateBytesPerSec)}`))
+    .join('; ');
 }

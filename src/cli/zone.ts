@@ -1,14 +1,18 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import {
   backingUsage, createBacking, defaultDataset, defaultZoneDir, destroyBacking, freeSpace, holdsData, quotaWarning,
   setBackingQuota,
 } from '../catalog/backing.js';
 import type { ZoneBacking } from '../catalog/catalog.js';
+import type { Consistency, ZoneSyncStatus } from '../replication/source.js';
 import { NODE_NAME_RE, ZONE_NAME_RE } from '../config/schema.js';
 import { GvError } from '../errors.js';
 import { formatSize } from '../util/size.js';
 import { validateDatasetName } from '../zfs/names.js';
 import { askDaemon, Output, sizeArg, table, type CliContext } from './context.js';
+import { memberText, statusLine } from './progress.js';
+import { replicationStatus } from './sync.js';
 
 /** A zone as the CLI shows it (list, show, and the result of create/set-quota). */
 export interface ZoneView {
@@ -25,6 +29,11 @@ export interface ZoneView {
   localPath: string | null;
   createdMs: number | null;
   version: number | null;
+  /** pull-first or available (catalog zones; config zones: null). */
+  consistency: Consistency | null;
+  /** Last change: when and by which node id (catalog zones). */
+  updatedMs: number | null;
+  updatedBy: string | null;
 }
 
 const NAME_RULE = "letters, digits, '_', '.', '-', 1-64 characters, starting with a letter or digit";
@@ -84,6 +93,9 @@ async function view(ctx: CliContext, name: string, out?: Output): Promise<ZoneVi
     localPath,
     createdMs: cz?.createdMs ?? null,
     version: cz?.version ?? null,
+    consistency: cz?.consistency ?? null,
+    updatedMs: cz?.updatedMs ?? null,
+    updatedBy: cz?.updatedBy ?? null,
   };
 }
 
@@ -116,6 +128,7 @@ export interface CreateFlags {
   nodes?: string;
   dataset?: string;
   path?: string;
+  consistency?: Consistency;
 }
 
 export async function zoneCreate(ctx: CliContext, out: Output, name: string, f: CreateFlags): Promise<void> {
@@ -165,7 +178,7 @@ export async function zoneCreate(ctx: CliContext, out: Output, name: string, f: 
     if (w) out.warn(w); // after the checks: a refused create prints only its error
   }
   try {
-    ctx.catalog.create({ name, quotaBytes, members, backing });
+    ctx.catalog.create({ name, quotaBytes, members, backing, consistency: f.consistency ?? 'pull-first' });
   } catch (err) {
     if (backing) await destroyBacking(backing, ctx.zfs).catch(() => undefined);
     throw err;
@@ -206,7 +219,35 @@ export async function zoneShow(ctx: CliContext, out: Output, name: string): Prom
     `export:   ${v.exportPath}`,
     `source:   ${v.source === 'config' ? `declared in ${ctx.configFile}` : `catalog (version ${v.version})`}`,
   ];
-  out.done({ zone: v }, lines.join('\n'));
+  if (v.consistency) lines.splice(4, 0, `consistency: ${v.consistency}`);
+  // Replication per member, when the daemon runs it (absent otherwise).
+  const rep = await replicationOf(ctx, name);
+  if (rep) {
+    lines.push(`sync:     ${statusLine(rep).slice(name.length + 2)}`);
+    for (const m of rep.members) lines.push(`  ${m.peerName}: ${memberText(m)}`);
+  }
+  out.done({ zone: rep ? { ...v, replication: replicationView(rep) } : v }, lines.join('\n'));
+}
+
+/** The daemon's replication state of one zone, or null (daemon down, replication off, not replicated). */
+export async function replicationOf(ctx: CliContext, zone: string): Promise<ZoneSyncStatus | null> {
+  try {
+    const r = await replicationStatus(ctx, zone);
+    return r.statuses?.find((s) => s.zone === zone) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Per member: versions behind, bytes to fetch, transfer rate (what status and show print). */
+export function replicationView(s: ZoneSyncStatus): Record<string, unknown> {
+  return {
+    inSync: s.inSync, version: s.version, pendingPaths: s.pendingPaths,
+    members: s.members.map((m) => ({
+      name: m.peerName, id: m.peerId, state: m.state, advertised: m.advertised, applied: m.applied, behind: m.behind,
+      bytesToFetch: m.bytesToFetch, rateBytesPerSec: m.rateBytesPerSec, pulling: m.pulling, lastError: m.lastError,
+    })),
+  };
 }
 
 function catalogOnly(ctx: CliContext, name: string, what: string): void {
@@ -237,7 +278,10 @@ export async function zoneDestroy(ctx: CliContext, out: Output, name: string, fo
   checkZoneName(name);
   catalogOnly(ctx, name, 'remove it');
   const cz = ctx.catalog.get(name);
-  if (!cz) throw new GvError('ENOENT', `no zone "${name}" (gv zone list shows the zones)`, { zone: name });
+  if (!cz) {
+    await destroyLeftover(ctx, out, name, force);
+    return;
+  }
   const b = cz.backing;
   const hasData = b ? await holdsData(b, ctx.zfs) : false;
   if (hasData && !force) {
@@ -256,4 +300,32 @@ export async function zoneDestroy(ctx: CliContext, out: Output, name: string, fo
     if (hasData) out.warn(`destroyed ${backingText(b)} with the data it held (--force)`);
   }
   out.done({ destroyed: name, backing: b, dataRemoved: hasData, daemon }, `zone ${name} destroyed${b ? ` (${backingText(b)} removed)` : ''}${b ? `\n${daemonLine(daemon)}` : ''}`);
+}
+
+/**
+ * A zone destroyed on another node leaves its storage here (never removed automatically);
+ * `gv zone destroy NAME` on this node removes it: the default dataset or directory of the name.
+ */
+async function destroyLeftover(ctx: CliContext, out: Output, name: string, force: boolean): Promise<void> {
+  const tomb = ctx.catalog.tombstone(name);
+  let left: ZoneBacking | null = null;
+  if (tomb) {
+    const ds = defaultDataset(ctx.config, name);
+    if (ds && (await ctx.zfs.available()) && (await ctx.zfs.datasetExists(ds))) left = { kind: 'zfs', dataset: ds };
+    else {
+      const dir = defaultZoneDir(ctx.stateDir, name);
+      if (fs.existsSync(dir)) left = { kind: 'dir', path: dir };
+    }
+  }
+  if (!tomb || !left) throw new GvError('ENOENT', `no zone "${name}" (gv zone list shows the zones)`, { zone: name });
+  const hasData = await holdsData(left, ctx.zfs);
+  if (hasData && !force) {
+    const u = await backingUsage(left, ctx.zfs).catch(() => null);
+    throw new GvError('ENOTEMPTY', `zone ${name} was destroyed by another node; its data is still here${u ? ` (${formatSize(u.used)} in ${backingText(left)})` : ` (${backingText(left)})`}; move it away first, or pass --force to remove it`);
+  }
+  await destroyBacking(left, ctx.zfs);
+  out.done(
+    { destroyed: name, backing: left, dataRemoved: hasData, leftover: true, deletedBy: tomb.deletedBy, deletedMs: tomb.deletedMs },
+    `zone ${name} (destroyed on node ${tomb.deletedBy}): removed what was left on this node, ${backingText(left)}`,
+  );
 }

@@ -1,15 +1,16 @@
 import net from 'node:net';
 import { GvError } from '../errors.js';
-import { MAX_LINE, type ControlOp, type ControlReply } from './protocol.js';
+import { MAX_LINE, type ControlOp, type ControlReply, type ControlRequest } from './protocol.js';
 
 /** What asking the daemon gave: its answer, or why there is none (not running, ...). */
 export type ControlOutcome = { running: true; result: unknown } | { running: false; reason: string };
 
 /**
  * Send one request over the control socket and wait (bounded) for the reply. "Not running" (no
- * socket, or nobody listening) is an outcome, not an error; a daemon answering with an error is.
+ * socket, or nobody listening) is an outcome, not an error; a daemon answering with an error is
+ * (GvError EIO with the daemon's code in `data.code`).
  */
-export function controlRequest(file: string, op: ControlOp, timeoutMs = 30_000): Promise<ControlOutcome> {
+export function controlRequest(file: string, op: ControlOp, timeoutMs = 30_000, args: Omit<ControlRequest, 'op'> = {}): Promise<ControlOutcome> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(file);
     let buf = '';
@@ -23,7 +24,7 @@ export function controlRequest(file: string, op: ControlOp, timeoutMs = 30_000):
     sock.setEncoding('utf8');
     sock.once('connect', () => {
       connected = true;
-      sock.write(JSON.stringify({ op }) + '\n');
+      sock.write(JSON.stringify({ ...args, op }) + '\n');
     });
     sock.on('data', (chunk: string) => {
       buf += chunk;

@@ -1,9 +1,12 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { GvError } from '../errors.js';
-import { MAX_LINE, type ControlOp, type ControlReply } from './protocol.js';
+import { MAX_LINE, OPTIONAL_OPS, type ControlOp, type ControlReply, type ControlRequest } from './protocol.js';
 
-export type ControlHandlers = Record<ControlOp, () => Promise<unknown>>;
+type Handler = (req: ControlRequest) => Promise<unknown>;
+
+/** status, reload and nodes always; replication and conflicts when replication runs. */
+export type ControlHandlers = Record<Exclude<ControlOp, 'replication' | 'conflicts'>, Handler> & Partial<Record<'replication' | 'conflicts', Handler>>;
 
 export interface ControlServer {
   path: string;
@@ -89,17 +92,25 @@ export async function startControlServer(file: string, handlers: ControlHandlers
 }
 
 async function answer(line: string, handlers: ControlHandlers, onError?: (err: unknown) => void): Promise<ControlReply> {
-  let op: unknown;
+  let req: Partial<ControlRequest>;
   try {
-    op = (JSON.parse(line) as { op?: unknown }).op;
+    req = JSON.parse(line) as Partial<ControlRequest>;
   } catch {
     return { ok: false, error: { code: 'PROTOCOL', message: 'request is not JSON' } };
+  }
+  const op: unknown = req?.op;
+  if (typeof op === 'string' && (OPTIONAL_OPS as readonly string[]).includes(op) && !handlers[op as ControlOp]) {
+    return { ok: false, error: { code: 'ENOTSUP', message: `"${op}" is not available: replication is not running on this node` } };
   }
   if (typeof op !== 'string' || !Object.hasOwn(handlers, op)) {
     return { ok: false, error: { code: 'PROTOCOL', message: `unknown op ${JSON.stringify(op)} (known: ${Object.keys(handlers).join(', ')})` } };
   }
+  if (req.zone !== undefined && typeof req.zone !== 'string') {
+    return { ok: false, error: { code: 'PROTOCOL', message: 'zone must be a string' } };
+  }
   try {
-    return { ok: true, result: await handlers[op as ControlOp]() };
+    const h = handlers[op as ControlOp]!;
+    return { ok: true, result: await h({ op: op as ControlOp, ...(req.zone !== undefined ? { zone: req.zone } : {}) }) };
   } catch (err) {
     onError?.(err);
     return { ok: false, error: { code: err instanceof GvError ? err.code : 'INTERNAL', message: err instanceof Error ? err.message : String(err) } };
