@@ -78,7 +78,7 @@ describe('config loading', () => {
 
   it('unknown keys are refused with their key path', () => {
     expect(configError('[nfs]\nprot = 1\n').message).toBe(`${FILE}: nfs.prot: unknown key (allowed here: listen, port, mount_port, portmap, max_record_size, require_privileged_port, squash, anon_uid, anon_gid)`);
-    expect(configError('[zones.a]\npath = "/x"\nqouta = "1G"\n').message).toMatch(/zones\.a\.qouta: unknown key \(allowed here: path, quota, allow, dataset\)/);
+    expect(configError('[zones.a]\npath = "/x"\nqouta = "1G"\n').message).toMatch(/zones\.a\.qouta: unknown key \(allowed here: path, quota, allow, dataset, consistency\)/);
     expect(configError('[nodes]\nname = "x"\n').message).toMatch(/: nodes: unknown key/);
   });
 

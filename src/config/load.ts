@@ -7,11 +7,11 @@ import { GvError } from '../errors.js';
 import { parseAddress, parseCidr, type Cidr } from '../util/cidr.js';
 import { parseSize } from '../util/size.js';
 import { validateDatasetName, validatePoolName } from '../zfs/names.js';
-import { clusterSchema, elpSchema, fileSchema, peerSchema, metricsSchema, nfsSchema, nodeSchema, NODE_NAME_RE, zfsSchema, zoneSchema, ZONE_NAME_RE, type RawConfig } from './schema.js';
+import { clusterSchema, elpSchema, fileSchema, peerSchema, metricsSchema, nfsSchema, nodeSchema, NODE_NAME_RE, replicationSchema, zfsSchema, zoneSchema, ZONE_NAME_RE, type RawConfig } from './schema.js';
 import { metricsConfigFromRaw } from '../metrics/config.js';
 import { elpConfigFromRaw, peersFromRaw } from '../elp/config.js';
 import { validateClusterName } from '../elp/cluster-key.js';
-import type { Config, ZoneConfig } from './types.js';
+import type { Config, ReplicationConfig, ZoneConfig } from './types.js';
 
 export const DEFAULT_ALLOW = ['127.0.0.1/32'];
 export const DEFAULTS = {
@@ -21,6 +21,14 @@ export const DEFAULTS = {
   mountPort: 20048,
   anonId: 65534,
 };
+/** `[replication]` defaults (listen: the [nfs] listen address). */
+export const REPLICATION_DEFAULTS = {
+  port: 7386,
+  consistency: 'pull-first',
+  pullWaitMs: 1000,
+  concurrency: 4,
+  maxBandwidthBytesPerSec: 0,
+} as const;
 const MIN_RECORD = 64 * 1024;
 const MAX_RECORD = 64 * 1024 * 1024;
 
@@ -37,7 +45,10 @@ function fail(file: string, key: string, reason: string): never {
 }
 
 function allowedKeys(key: string): string[] {
-  const shapes: Record<string, z.ZodObject> = { '': fileSchema, node: nodeSchema, nfs: nfsSchema, zfs: zfsSchema, cluster: clusterSchema, metrics: metricsSchema, elp: elpSchema };
+  const shapes: Record<string, z.ZodObject> = {
+    '': fileSchema, node: nodeSchema, nfs: nfsSchema, zfs: zfsSchema, cluster: clusterSchema, metrics: metricsSchema, elp: elpSchema,
+    replication: replicationSchema,
+  };
   const shape = shapes[key] ?? (key.startsWith('zones.') ? zoneSchema : key.startsWith('peers[') ? peerSchema : undefined);
   return shape ? Object.keys(shape.shape) : [];
 }
@@ -133,6 +144,7 @@ function buildConfig(raw: RawConfig, file: string): Config {
       fail(file, 'nfs.max_record_size', `out of range (${MIN_RECORD} to ${MAX_RECORD} bytes)`);
     }
   }
+  const replication = replicationConfigFromRaw(raw.replication, file, listen);
   const zones: ZoneConfig[] = [];
   const byPath = new Map<string, string>();
   for (const [name, z] of Object.entries(raw.zones ?? {})) {
@@ -174,7 +186,7 @@ function buildConfig(raw: RawConfig, file: string): Config {
       }
     }
     const allow = parseAllow(file, `${key}.allow`, z.allow ?? DEFAULT_ALLOW);
-    zones.push({ name, path: zonePath, quotaBytes, allow, dataset });
+    zones.push({ name, path: zonePath, quotaBytes, allow, dataset, consistency: z.consistency ?? replication.consistency });
   }
   const zfs = raw.zfs ?? {};
   if (zfs.pool !== undefined) {
@@ -231,6 +243,34 @@ function buildConfig(raw: RawConfig, file: string): Config {
     metrics: metricsConfigFromRaw(raw.metrics, file),
     elp,
     peers: peersFromRaw(raw.peers, file, elp.port),
+    replication,
+  };
+}
+
+/** The effective [replication] settings (the defaults when the table is absent). */
+export function replicationConfigFromRaw(
+  raw: z.infer<typeof replicationSchema> | undefined, file: string, nfsListen: string,
+): ReplicationConfig {
+  const r = raw ?? {};
+  const listen = r.listen ?? nfsListen;
+  if (!parseAddress(listen)) fail(file, 'replication.listen', `"${listen}" is not an IPv4 or IPv6 address`);
+  let maxBandwidthBytesPerSec: number = REPLICATION_DEFAULTS.maxBandwidthBytesPerSec;
+  if (r.max_bandwidth !== undefined) {
+    const text = typeof r.max_bandwidth === 'string' ? r.max_bandwidth.replace(/\s*\/\s*s$/i, '') : r.max_bandwidth;
+    try {
+      maxBandwidthBytesPerSec = parseSize(text);
+    } catch (err) {
+      fail(file, 'replication.max_bandwidth', `${(err as Error).message} (bytes per second; 0 = unlimited)`);
+    }
+  }
+  return {
+    enabled: r.enabled ?? true,
+    listen,
+    port: r.port ?? REPLICATION_DEFAULTS.port,
+    consistency: r.consistency ?? REPLICATION_DEFAULTS.consistency,
+    pullWaitMs: r.pull_wait_ms ?? REPLICATION_DEFAULTS.pullWaitMs,
+    concurrency: r.concurrency ?? REPLICATION_DEFAULTS.concurrency,
+    maxBandwidthBytesPerSec,
   };
 }
 

@@ -35,6 +35,8 @@ export const zoneSchema = z.strictObject({
   allow: z.array(z.string()).optional(),
   /** A ZFS dataset served instead of `path` (its mountpoint); the quota is the dataset's. */
   dataset: z.string().min(1, 'must not be empty').optional(),
+  /** Pull before write for this zone; absent: [replication] consistency. */
+  consistency: z.enum(['pull-first', 'available'], 'must be "pull-first" or "available"').optional(),
 });
 
 export const zfsSchema = z.strictObject({
@@ -79,6 +81,22 @@ export const metricsSchema = z.strictObject({
   port: port.optional(),
 });
 
+/** `[replication]`: the peer protocol and how pulls and NFS writes meet (see src/replication). */
+export const replicationSchema = z.strictObject({
+  enabled: z.boolean().optional(),
+  /** Address the peer protocol listens on (default: [nfs] listen). */
+  listen: z.string().optional(),
+  port: port.optional(),
+  /** Default for zones without their own `consistency`. */
+  consistency: z.enum(['pull-first', 'available'], 'must be "pull-first" or "available"').optional(),
+  /** How long an NFS write waits for a pending pull before NFS3ERR_JUKEBOX. */
+  pull_wait_ms: z.number().int('must be a whole number').min(0, 'at least 0').max(60_000, 'at most 60000').optional(),
+  /** Parallel transfers. */
+  concurrency: z.number().int('must be a whole number').min(1, 'at least 1').max(256, 'at most 256').optional(),
+  /** Bytes per second for block transfers, as a size ("50M"); 0: unlimited. */
+  max_bandwidth: z.union([z.string(), z.number()]).optional(),
+});
+
 export const fileSchema = z.strictObject({
   node: nodeSchema.optional(),
   nfs: nfsSchema.optional(),
@@ -88,6 +106,7 @@ export const fileSchema = z.strictObject({
   metrics: metricsSchema.optional(),
   elp: elpSchema.optional(),
   peers: z.array(peerSchema).optional(),
+  replication: replicationSchema.optional(),
 });
 
 export type RawConfig = z.infer<typeof fileSchema>;

@@ -3,6 +3,8 @@ import type { Cidr } from '../util/cidr.js';
 export type PortmapMode = 'auto' | 'on' | 'off';
 export type SquashMode = 'none' | 'root' | 'all';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+/** Pull before write ('pull-first') or write at once and reconcile later ('available'). */
+export type ConsistencyMode = 'pull-first' | 'available';
 
 export interface ZoneConfig {
   /** Export path is `/<name>`. */
@@ -14,6 +16,8 @@ export interface ZoneConfig {
   allow: Cidr[];
   /** ZFS dataset whose mountpoint is served (then `path` is resolved at start), or null. */
   dataset: string | null;
+  /** The zone's own consistency, else [replication] consistency (the loader always fills it). */
+  consistency?: ConsistencyMode;
 }
 
 export interface ZfsConfig {
@@ -63,6 +67,23 @@ export interface MetricsConfig {
   port: number;
 }
 
+/** `[replication]`: the peer protocol and pulls (src/replication, src/peer). */
+export interface ReplicationConfig {
+  enabled: boolean;
+  /** Address the peer protocol listens on (default: the [nfs] listen address). */
+  listen: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** Default for zones without their own. */
+  consistency: ConsistencyMode;
+  /** How long an NFS write waits for a pending pull before NFS3ERR_JUKEBOX. */
+  pullWaitMs: number;
+  /** Parallel transfers. */
+  concurrency: number;
+  /** Block transfer limit in bytes per second; 0 = unlimited. */
+  maxBandwidthBytesPerSec: number;
+}
+
 export interface NfsConfig {
   listen: string;
   port: number;
@@ -88,4 +109,6 @@ export interface Config {
   /** Absent: the defaults (see src/config/load.ts elpConfigFromRaw). */
   elp?: ElpConfig;
   peers?: StaticPeer[];
+  /** Absent: the defaults (src/config/load.ts replicationConfigFromRaw with the [nfs] listen address). */
+  replication?: ReplicationConfig;
 }

@@ -15,7 +15,7 @@ import { ElpReceiver, PACKET_RESULTS, type PacketResult } from './receiver.js';
 import type { ZoneVersions } from '../journal/versions.js';
 
 export const DEFAULT_INTERVAL_MS = 2000;
-export const DEFAULT_DEBOUNCE_MS = 50;
+export const DEFAULT_DEBOUNCE_MS = 10;
 export const DEFAULT_WINDOW_MS = 30_000;
 /** Sent sequences remembered for round-trip measurement. */
 const SENT_MEMORY = 256;

@@ -7,6 +7,7 @@
 import fs, { type BigIntStats } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { STAGING_DIR } from '../vfs/reserved.js';
 import type { Attr } from '../vfs/types.js';
 import { blockCount } from './hasher.js';
 import { joinRel } from './index-store.js';
@@ -26,8 +27,11 @@ export interface ScanStats {
 export const newScanStats = (): ScanStats => ({ entries: 0, hashedFiles: 0, changes: 0, deferred: 0 });
 
 const SLICE = 256;
-/** Names never journaled at the zone root (ZFS snapshot directory). */
-const SKIP_AT_ROOT = new Set(['.zfs']);
+/**
+ * Names never journaled (nor watched) at the zone root: the ZFS snapshot directory and the
+ * daemon's staging directory (replication's temporary files, renamed into place when complete).
+ */
+export const SKIP_AT_ROOT: ReadonlySet<string> = new Set(['.zfs', STAGING_DIR]);
 
 export function skipRel(rel: Buffer): boolean {
   const first = rel.indexOf(0x2f);

@@ -20,7 +20,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { reconcile, type ScanStats, newScanStats } from './scan.js';
+import { reconcile, type ScanStats, newScanStats, SKIP_AT_ROOT } from './scan.js';
 import type { ZoneJournal } from './zone-journal.js';
 
 /** Looks put off while the daemon's own mutation holds a path (at the debounce interval: ~20 s). */
@@ -164,7 +164,7 @@ export class ZoneWatcher {
     const engine = this.opts.engine ?? (NAMED_EVENTS ? 'dirs' : 'chokidar');
     const chokidar = engine === 'chokidar' ? pathToFileURL(createRequire(import.meta.url).resolve('chokidar')).href : '';
     const source = engine === 'chokidar' ? CHOKIDAR_CHILD_SOURCE : DIRS_CHILD_SOURCE;
-    const w = spawn(process.execPath, ['-e', source, JSON.stringify({ root: this.root, chokidar, skip: ['.zfs'] })], {
+    const w = spawn(process.execPath, ['-e', source, JSON.stringify({ root: this.root, chokidar, skip: [...SKIP_AT_ROOT] })], {
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     });
     w.unref();

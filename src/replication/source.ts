@@ -138,6 +138,11 @@ export interface PeerDirectory {
  */
 export interface PullGate {
   wait(zone: string, path: Buffer, maxWaitMs: number): Promise<boolean> | null;
+  /**
+   * Optional fast path: true when no path of `zone` is pending, so the NFS side skips computing
+   * paths altogether (one map look-up per mutation instead of a path walk and a join).
+   */
+  idle?(zone: string): boolean;
 }
 
 /** Per-member replication state of a zone (control socket, gv status, gv zone sync). */

@@ -16,6 +16,7 @@ import {
   buildListing, firstAfter, ListingCache, nameKey, pageEnd, type Listing, type RawEntry,
 } from './local-listing.js';
 import { UsageTracker, type UsageScanLimits } from './local-usage.js';
+import { STAGING_DIR_BUF } from './reserved.js';
 import {
   checkName, checkNewName, COOKIE_DOT, COOKIE_DOTDOT, COOKIE_VERIFIER, isDot, isDotDot, joinName, NAME_MAX,
   nameCookie,
@@ -100,6 +101,8 @@ async function lstatMany(paths: Buffer[]): Promise<(BigStats | undefined)[]> {
 }
 const nowSeconds = (): number => Date.now() / 1000;
 const code = (err: unknown): string => (err as NodeJS.ErrnoException)?.code ?? '';
+/** The name of the daemon's staging directory (vfs/reserved.ts), compared without allocating. */
+const isStagingName = (name: Buffer): boolean => name.length === STAGING_DIR_BUF.length && name.equals(STAGING_DIR_BUF);
 
 /** Store an EXCLUSIVE verifier in atime/mtime seconds (31 bits each: exact through any fs and double). */
 export function verifierTimes(v: Buffer): { atime: number; mtime: number } {
@@ -246,6 +249,8 @@ export class LocalZoneFs implements ZoneFs {
     for (let depth = 0; cur !== this.rootId; depth++) {
       const row = this.nodes.get(cur);
       if (!row || depth >= MAX_DEPTH || row.parent === cur) throw new GvError('ESTALE', 'unknown file id', { id: String(id) });
+      // The staging directory and everything in it are the daemon's: no handle reaches them.
+      if (row.parent === this.rootId && isStagingName(row.name)) throw new GvError('ESTALE', 'reserved', { id: String(id) });
       parts.push(row.name);
       len += 1 + row.name.length;
       cur = row.parent;
@@ -322,6 +327,11 @@ export class LocalZoneFs implements ZoneFs {
 
   private check(): void {
     if (this.closed) throw new GvError('EIO', 'zone closed');
+  }
+
+  /** The staging directory's name at the root is the daemon's: clients cannot make, move or remove it. */
+  private refuseReserved(dir: FileId, name: Buffer): void {
+    if (dir === this.rootId && isStagingName(name)) throw new GvError('EACCES', 'name is reserved');
   }
 
   // ---------------------------------------------------------------- open files
@@ -500,6 +510,7 @@ export class LocalZoneFs implements ZoneFs {
       this.check();
       if (name.length === 0) throw new GvError('ENOENT', 'empty name');
       checkName(name);
+      if (dir === this.rootId && isStagingName(name)) throw new GvError('ENOENT');
       const d = await this.resolveDir(dir);
       requirePerm(this.owned(d.st), ctx, PERM_X);
       const dirAttr = this.attrOf(d.st);
@@ -676,6 +687,7 @@ export class LocalZoneFs implements ZoneFs {
     try {
       this.check();
       checkNewName(name, 'EEXIST');
+      this.refuseReserved(dir, name);
       const d = await this.resolveDir(dir);
       requireDirWrite(this.owned(d.st), ctx);
       const path = joinName(d.path, name);
@@ -738,6 +750,7 @@ export class LocalZoneFs implements ZoneFs {
     try {
       this.check();
       checkNewName(name, 'EEXIST');
+      this.refuseReserved(dir, name);
       const d = await this.resolveDir(dir);
       requireDirWrite(this.owned(d.st), ctx);
       const want = this.newAttrs(ctx, d, 'dir', attrs, 0o755);
@@ -754,6 +767,7 @@ export class LocalZoneFs implements ZoneFs {
     try {
       this.check();
       checkNewName(name, 'EEXIST');
+      this.refuseReserved(dir, name);
       if (target.length === 0 || target.includes(0)) throw new GvError('EINVAL', 'bad symlink target');
       if (target.length > 4095) throw new GvError('ENAMETOOLONG');
       const d = await this.resolveDir(dir);
@@ -777,6 +791,7 @@ export class LocalZoneFs implements ZoneFs {
       this.check();
       if (type !== 'fifo' && type !== 'socket') throw new GvError('ENOTSUP', `cannot create ${type} nodes`);
       checkNewName(name, 'EEXIST');
+      this.refuseReserved(dir, name);
       const d = await this.resolveDir(dir);
       requireDirWrite(this.owned(d.st), ctx);
       const want = this.newAttrs(ctx, d, type, attrs, 0o644);
@@ -832,6 +847,7 @@ export class LocalZoneFs implements ZoneFs {
     try {
       this.check();
       checkNewName(name, 'EINVAL');
+      this.refuseReserved(dir, name);
       const d = await this.resolveDir(dir);
       const dOwned = this.owned(d.st);
       requireDirWrite(dOwned, ctx);
@@ -854,6 +870,7 @@ export class LocalZoneFs implements ZoneFs {
       if (isDot(name)) throw new GvError('EINVAL');
       if (isDotDot(name)) throw new GvError('ENOTEMPTY');
       checkName(name);
+      this.refuseReserved(dir, name);
       const d = await this.resolveDir(dir);
       const dOwned = this.owned(d.st);
       requireDirWrite(dOwned, ctx);
@@ -877,6 +894,8 @@ export class LocalZoneFs implements ZoneFs {
       this.check();
       checkNewName(fromName, 'EINVAL');
       checkNewName(toName, 'EINVAL');
+      this.refuseReserved(fromDir, fromName);
+      this.refuseReserved(toDir, toName);
       const fd = await this.resolveDir(fromDir);
       const td = toDir === fromDir ? fd : await this.resolveDir(toDir);
       const fOwned = this.owned(fd.st);
@@ -935,6 +954,7 @@ export class LocalZoneFs implements ZoneFs {
     try {
       this.check();
       checkNewName(name, 'EEXIST');
+      this.refuseReserved(dir, name);
       const f = await this.resolve(id);
       if (f.st.isDirectory()) throw new GvError('EISDIR', 'cannot hard-link a directory');
       const d = await this.resolveDir(dir);
@@ -1012,7 +1032,9 @@ export class LocalZoneFs implements ZoneFs {
     const names = await fsp.readdir(dirPath, { encoding: 'buffer' });
     const raw: RawEntry[] = [];
     const unknown: Buffer[] = [];
+    const atRoot = dir === this.rootId;
     for (const n of names) {
+      if (atRoot && isStagingName(n)) continue; // the staging directory is never listed
       const h = hint?.get(nameKey(n));
       if (h) raw.push({ cookie: h.cookie, name: n, id: h.id });
       else unknown.push(n);
