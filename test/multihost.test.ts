@@ -168,7 +168,7 @@ describe.skipIf(SKIP !== null)('three hosts in network namespaces', () => {
       expect(r.ok, JSON.stringify(r.value.peers)).toBe(true);
       for (const o of others) {
         const p = r.value.peers.find((x) => x.name === o)!;
-        expect(p.addresses).toEqual([`${lab.hosts[o.toUpperCase()]!.ip}:2049`]);
+        expect(p.addresses).toEqual([`${lab.hosts[o.toUpperCase()]!.ip}:7386`]);
         expect(p.from.startsWith(`${lab.hosts[o.toUpperCase()]!.ip}:`)).toBe(true);
         expect(p.rttMs!).toBeGreaterThanOrEqual(0);
       }
@@ -178,7 +178,7 @@ describe.skipIf(SKIP !== null)('three hosts in network namespaces', () => {
     expect(list.peers.map((p: { name: string }) => p.name).sort()).toEqual(['a', 'c']);
     expect(list.self).toMatchObject({ name: 'b' });
     const human = await gv(['node', 'list', '--config', nodes.b!.config]);
-    expect(human.stdout).toMatch(/^a\s+[0-9a-f]{12}\s+10\.213\.71\.1:2049\s+.*reachable/m);
+    expect(human.stdout).toMatch(/^a\s+[0-9a-f]{12}\s+10\.213\.71\.1:7386\s+.*reachable/m);
   });
 
   it('a write through NFS on A makes B and C report A\'s new zone version within one second', async () => {

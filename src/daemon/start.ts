@@ -28,6 +28,17 @@ import { JournalService } from '../journal/service.js';
 import type { ZoneVersions } from '../journal/versions.js';
 import { startElp } from '../elp/daemon.js';
 import type { ElpService } from '../elp/service.js';
+import { readClusterKey } from '../elp/cluster-key.js';
+import type { AttachedZone } from '../journal/service.js';
+import { gated } from '../vfs/gated.js';
+import { REPLICATION_DEFAULTS } from '../config/load.js';
+import { startPeerService, type PeerService } from '../peer/daemon.js';
+import { LocalSource } from '../replication/local-source.js';
+import { ReplicationService, type ReplicatedZone } from '../replication/service.js';
+import type { Consistency, PullGate } from '../replication/source.js';
+import { catalogSnapshotFor } from '../catalog/catalog.js';
+import { startCatalogSync, type CatalogSync } from '../catalog/catalog-sync.js';
+import { Zfs } from '../zfs/zfs.js';
 
 const NFS_PROGRAM = 100003;
 
@@ -60,6 +71,10 @@ export interface Daemon {
   versions: ZoneVersions;
   /** Echolocation (null without a cluster key, or with [elp] enabled = false). */
   elp: ElpService | null;
+  /** Port of the peer protocol, or null when replication is off (no cluster key, or disabled). */
+  peerPort: number | null;
+  /** Replication (null when off). */
+  replication: ReplicationService | null;
   /** Re-read the config file and the catalog; open, change and close zones accordingly. */
   reload(): Promise<ApplyResult & { catalogVersion: number }>;
   /** Stop accepting, finish in-flight calls, close zones and the database. Idempotent. */
@@ -95,14 +110,48 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     // Zones from the config file and the catalog; reloaded on SIGHUP / control request.
     // Change journal, block hashes and versions of every zone (src/journal/service.ts).
     let onJournal: ((zone: string, kind: string) => void) | undefined;
+    const nodeId = journalNodeId(db, stateDir);
     const journals = new JournalService(db, {
-      nodeId: journalNodeId(db, stateDir), warn: (o, m) => log.warn(o, m), onRecord: (z, k) => onJournal?.(z, k),
+      nodeId, warn: (o, m) => log.warn(o, m), onRecord: (z, k) => onJournal?.(z, k),
     });
+    const repCfg = config.replication ?? { ...REPLICATION_DEFAULTS, enabled: true, listen: config.nfs.listen };
+    // Replication needs a cluster (key) and may be switched off; zones are gated either way (a
+    // gate with nothing pending costs one map look-up per mutation).
+    const clusterKey = repCfg.enabled && config.cluster.keyFile && config.cluster.name ? readClusterKey(config.cluster.keyFile) : null;
+    let engine: ReplicationService | null = null;
+    const gate: PullGate & { idle(zone: string): boolean } = {
+      wait: (zone, path, ms) => engine?.wait(zone, path, ms) ?? null,
+      idle: (zone) => engine === null || ((engine.gate as PullGate).idle?.(zone) ?? false),
+    };
+    // The zones being served, with their journals (the replication engine applies through them).
+    const attached = new Map<string, { att: AttachedZone; root: string }>();
+    let consistencyOf: (zone: string) => Consistency = () => repCfg.consistency;
     const service = await startZoneService(
       config, db, log, () => (config.file ? loadConfigFile(config.file) : config), undefined,
-      async (zone, spec) => (await journals.attach(zone, spec.path)).fs,
+      async (zone, spec) => {
+        const att = await journals.attach(zone, spec.path);
+        attached.set(spec.name, { att, root: spec.path });
+        // metered(gated(journaled(local))): a write waits for a pending pull before it reaches
+        // the journal; metering (outside, at the RPC seam) counts JUKEBOX answers per call.
+        return gated(att.fs, {
+          gate, pathOf: (id) => att.journal.pathOf(id), maxWaitMs: repCfg.pullWaitMs, consistency: () => consistencyOf(spec.name),
+        });
+      },
     );
     cleanups.push(() => service.set.closeAll());
+    service.catalog.setNodeId(nodeId);
+    consistencyOf = (zone) =>
+      service.catalog.get(zone)?.consistency ?? config.zones.find((z) => z.name === zone)?.consistency ?? repCfg.consistency;
+    /** Served zones whose journal is open (a closed zone drops out). */
+    const liveZones = () => {
+      const out: { name: string; root: string; att: AttachedZone }[] = [];
+      for (const spec of service.set.specs()) {
+        const a = attached.get(spec.name);
+        if (!a || a.att.journal.isClosed) continue;
+        out.push({ name: spec.name, root: a.root, att: a.att });
+      }
+      return out;
+    };
     const registry = service.set.registry;
     const metricsCfg = effectiveMetricsConfig(config.metrics);
     const metrics = metricsCfg.enabled ? new GvMetrics() : null;
@@ -166,13 +215,65 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     const pm = await setupPortmap({ mode: overrides.portmap ?? config.nfs.portmap, listen: host, services, log, port: overrides.portmapPort });
     closers.push(() => pm.stop());
 
+    // The peer protocol (src/peer): this node's zones, journal and catalog served to authenticated
+    // cluster members; before ELP, which announces its address.
+    let peer: PeerService | null = null;
+    let elp: ElpService | null = null;
+    if (clusterKey) {
+      const source = new LocalSource({
+        zones: () => liveZones().map((z) => ({ name: z.name, root: z.root, journal: z.att.journal })),
+        catalog: catalogSnapshotFor(service.catalog),
+      });
+      const elpRef = () => elp;
+      peer = await startPeerService({
+        stateDir, nodeName: config.node.name, clusterKey, db, source, listen: repCfg.listen, port: repCfg.port,
+        addressesOf: (id) => elpRef()?.peers().find((p) => p.id === id)?.addresses ?? [],
+        log: (level, o, m) => log[level](o, m),
+      });
+      const p = peer;
+      closers.push(() => p.close());
+    }
+
     // Echolocation (src/elp): announce zone versions, hear the other nodes'. Off without a cluster key.
     const zoneVersions: ZoneVersions = journals.versions;
-    const elp = await startElp({
-      config, stateDir, versions: zoneVersions, catalogVersion: () => service.catalog.version(), listen: host, port: nfsPort,
+    elp = await startElp({
+      config, stateDir, versions: zoneVersions, catalogVersion: () => service.catalog.version(),
+      listen: peer ? repCfg.listen : host, port: peer ? peer.port : nfsPort,
       log: (level, o, m) => log[level](o, m), registry: metrics?.registry,
     });
-    if (elp) closers.push(() => elp.stop());
+    const elpSvc = elp;
+    if (elpSvc) closers.push(() => elpSvc.stop());
+
+    // Replication (src/replication) and catalog replication (src/catalog/catalog-sync.ts).
+    let catalogSync: CatalogSync | null = null;
+    if (peer && elpSvc) {
+      const pool = peer.pool;
+      const eng = new ReplicationService({
+        db, nodeId, nodeName: config.node.name, directory: elpSvc, connector: pool,
+        zones: (): ReplicatedZone[] => liveZones().map((z) => ({
+          name: z.name, root: z.root, journal: z.att.journal, consistency: consistencyOf(z.name),
+          members: service.catalog.get(z.name)?.members ?? [],
+        })),
+        log: { warn: (o, m) => log.warn(o, m), info: (o, m) => log.info(o, m) },
+        options: {
+          concurrency: repCfg.concurrency, pullWaitMs: repCfg.pullWaitMs,
+          maxBandwidthBytesPerSec: repCfg.maxBandwidthBytesPerSec > 0 ? repCfg.maxBandwidthBytesPerSec : undefined,
+        },
+      });
+      engine = eng;
+      catalogSync = startCatalogSync({
+        catalog: service.catalog, directory: elpSvc, connector: pool, selfName: config.node.name, nodeId,
+        zfs: new Zfs(), config, stateDir, log,
+        onChanged: async () => {
+          await service.reload();
+          eng.kick();
+        },
+      });
+      const cs = catalogSync;
+      closers.push(() => cs.stop());
+      eng.start();
+      closers.push(() => eng.stop());
+    }
 
     const startedAt = new Date().toISOString();
     const control = await startControlServer(controlSocketPath(stateDir), {
@@ -187,6 +288,10 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
         elp: elp ? elpStatus(elp) : null,
       }),
       reload: () => service.reload(),
+      ...(engine ? {
+        replication: async (req: { zone?: string }) => engine!.status().filter((z) => !req.zone || z.zone === req.zone),
+        conflicts: async (req: { zone?: string }) => engine!.conflicts(req.zone),
+      } : {}),
       nodes: async () => (elp ? { enabled: true, ...elp.snapshot() } : { enabled: false, reason: 'echolocation is off (no [cluster] key_file, or [elp] enabled = false)' }),
     }, (err) => log.warn({ err: String(err) }, 'control request failed'));
     closers.push(() => control.close());
@@ -207,7 +312,7 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
       }
     }
 
-    notice(log, { nfsPort, mountPort, portmapPort: pm.port, portmap: pm.mode, metricsPort, listen: host, zones: service.set.zones().map((z) => `/${z.name}`), control: control.path }, 'gvd ready');
+    notice(log, { nfsPort, mountPort, portmapPort: pm.port, portmap: pm.mode, metricsPort, peerPort: peer?.port ?? null, listen: host, zones: service.set.zones().map((z) => `/${z.name}`), control: control.path }, 'gvd ready');
 
     let stopping: Promise<void> | null = null;
     return {
@@ -223,6 +328,8 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
       controlSocket: control.path,
       versions: journals.versions,
       elp,
+      peerPort: peer?.port ?? null,
+      replication: engine,
       reload: () => service.reload(),
       stop: () => {
         stopping ??= (async () => {
@@ -234,7 +341,11 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
           // and the database. Unregistering from rpcbind and closing the control socket run
           // while the calls drain.
           closers.splice(0);
+          // Pulls stop first (they write into zones), then the peer channel.
+          await engine?.stop().catch((err) => log.warn({ err: String(err) }, 'replication stop failed'));
+          await catalogSync?.stop().catch((err) => log.warn({ err: String(err) }, 'catalog sync stop failed'));
           await Promise.all([
+            peer?.close().catch((err) => log.warn({ err: String(err) }, 'peer protocol close failed')),
             ...rpcClosed,
             control.close().catch((err) => log.warn({ err: String(err) }, 'control socket close failed')),
             pm.stop().catch((err) => log.warn({ err: String(err) }, 'portmap stop failed')),

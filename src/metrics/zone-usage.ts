@@ -11,7 +11,13 @@ interface UsageTracking {
 }
 
 function tracking(zone: ZoneFs): UsageTracking | null {
-  const base = (zone as ZoneFs & { inner?: ZoneFs }).inner ?? zone;
+  // Wrappers (journaled, gated, metered) expose what they wrap as `inner`: find the backend.
+  let base = zone;
+  for (let i = 0; i < 8; i++) {
+    const inner = (base as ZoneFs & { inner?: ZoneFs }).inner;
+    if (!inner) break;
+    base = inner;
+  }
   const t = base as unknown as Partial<UsageTracking>;
   return t.usage && typeof t.usage.used === 'bigint' ? (t as UsageTracking) : null;
 }

@@ -139,6 +139,8 @@ function writeConfig(
   ];
   // Each test daemon gets its own metrics port (the default 9586 would be shared).
   if (!/^\[metrics\]/m.test(extra)) lines.push('[metrics]', 'port = 0', '');
+  // Likewise the peer protocol (used when the test gives the node a cluster key).
+  if (!/^\[replication\]/m.test(extra)) lines.push('[replication]', 'port = 0', '');
   for (const z of zones) {
     lines.push(
       `[zones.${z}]`,

@@ -1,0 +1,749 @@
+/**
+ * The applier: a peer's journal rows for one zone, applied here by PATH (file ids are per-node
+ * inodes) under version-vector rules.
+ *
+ * - Content rows (create/write/…/mkdir/symlink/link): the CURRENT remote entries of a run of paths
+ *   are asked for in one call; each path is decided once against what is here (index entry, or
+ *   tombstone, or nothing): remote equal/before → skip, after → take it, concurrent → conflict
+ *   (conflict.ts rules). File content is assembled in the staging area (fetch.ts), fsynced, and
+ *   then, inside ONE journal task for the whole run, each item is checked again against the disk
+ *   and the index (a local writer may have come in between: then it is decided again, never
+ *   overwritten), renamed into place, given its mode and mtime, and journaled with the remote
+ *   vector and origin.
+ * - Removes, rmdirs and renames run as journal tasks too: removed only when what is here is
+ *   before-or-equal the row (modify beats delete otherwise); renamed in one step when what is at
+ *   the old path is before-or-equal the row, else the destination is taken from the peer's entry.
+ * - Paths from the peer are untrusted (paths.ts): refused rows are counted, never applied.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { GvError } from '../errors.js';
+import type { ChangeKind, ChangeRow } from '../journal/changes.js';
+import type { IndexEntry } from '../journal/index-store.js';
+import { typeOfMode, type ZoneJournal } from '../journal/zone-journal.js';
+import { TokenBucket } from './bandwidth.js';
+import { conflictPath, isConflictPath, originalOf, wins } from './conflict.js';
+import { assembleFile, newFetchStats, type FetchContext, type FetchStats } from './fetch.js';
+import { absOf, badPath, baseOf, parentOf, parentsOk } from './paths.js';
+import { MAX_ENTRIES, MAX_INLINE, type RemoteEntry, type ReplicaSource } from './source.js';
+import { ensureStaging, stagingDir, syncFileSystem, uniqueTemp } from './staging.js';
+import { compare, merge, type VersionVector } from './vector.js';
+
+export interface ApplyZone {
+  name: string;
+  root: string;
+  journal: ZoneJournal;
+}
+
+export interface ApplyLog {
+  warn(obj: object, msg: string): void;
+  debug?(obj: object, msg: string): void;
+}
+
+export interface ApplierOptions {
+  log?: ApplyLog;
+  bucket?: TokenBucket;
+  /** Files assembled at once (default 16). */
+  fileConcurrency?: number;
+  /** Block requests in flight per file (default 4). */
+  blockConcurrency?: number;
+  /** Each block fetched from the peer (rates, status). */
+  onFetched?: (bytes: number) => void;
+  /** Bytes the entries just fetched will need (status: bytes to fetch). */
+  onPlanned?: (bytes: number) => void;
+}
+
+export interface ApplyStats extends FetchStats {
+  rows: number;
+  applied: number;
+  skipped: number;
+  conflicts: number;
+  /** Rows refused as hostile (bad paths, through symlinks, into the staging area). */
+  refused: number;
+  /** Local changes that raced an apply: decided again. */
+  redecided: number;
+  warnings: number;
+}
+
+const CONTENT = new Set<ChangeKind>(['create', 'write', 'truncate', 'setattr', 'mkdir', 'symlink', 'mknod', 'link']);
+const REDECIDE_DELAYS = [20, 60, 150, 300, 600, 1200];
+
+/** What to do about one path. */
+type Plan =
+  | { op: 'skip' }
+  | { op: 'merge'; p: Buffer; local: IndexEntry; vector: VersionVector; origin: string }
+  | {
+    op: 'put'; p: Buffer; r: RemoteEntry; local: IndexEntry | undefined; localIsLink: boolean; vector: VersionVector;
+    /** Move what is here aside first (it lost a conflict). */
+    moveLocalTo?: Buffer;
+    /** After placing, journal the local object at `mergeAt` with this vector (the local side won). */
+    then?: { op: 'merge'; p: Buffer; local: IndexEntry; vector: VersionVector; origin: string };
+    tmp?: string;
+  };
+
+type PutPlan = Extract<Plan, { op: 'put' }>;
+
+const key = (p: Buffer): string => p.toString('latin1');
+
+function kindFor(r: RemoteEntry, rowKind: ChangeKind | undefined, had: boolean): ChangeKind {
+  switch (r.type) {
+    case 'dir': return 'mkdir';
+    case 'symlink': return 'symlink';
+    case 'file':
+      if (rowKind === 'write' || rowKind === 'truncate' || rowKind === 'setattr') return had ? rowKind : 'create';
+      return had ? 'write' : 'create';
+    default: return 'mknod';
+  }
+}
+
+function toSeconds(ns: bigint): number {
+  return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
+}
+
+export class ZoneApplier {
+  readonly stats: ApplyStats = {
+    ...newFetchStats(), rows: 0, applied: 0, skipped: 0, conflicts: 0, refused: 0, redecided: 0, warnings: 0,
+  };
+  private readonly rootBuf: Buffer;
+  private readonly bucket: TokenBucket;
+  /**
+   * Paths whose rows this pull skipped because they were gone on the peer (latin1 keys, bounded):
+   * when a directory rename later has to be taken from the peer's entries (its source is not here
+   * as the peer had it), its contents are asked for under the new name.
+   */
+  private readonly goneRemotely = new Set<string>();
+
+  constructor(private readonly zone: ApplyZone, private readonly opts: ApplierOptions = {}) {
+    this.opts = { ...opts };
+    this.rootBuf = Buffer.from(path.resolve(zone.root));
+    this.bucket = opts.bucket ?? new TokenBucket(undefined);
+  }
+
+  get j(): ZoneJournal {
+    return this.zone.journal;
+  }
+
+  /** Route fetch progress to the pull under way (one pull per zone at a time). */
+  listen(onFetched?: (bytes: number) => void, onPlanned?: (bytes: number) => void): void {
+    this.opts.onFetched = onFetched;
+    this.opts.onPlanned = onPlanned;
+  }
+
+  private warn(obj: object, msg: string): void {
+    this.stats.warnings++;
+    this.opts.log?.warn({ zone: this.zone.name, ...obj }, msg);
+  }
+
+  /** A new pull starts: forget what the last one learnt about its peer. */
+  beginPull(): void {
+    this.goneRemotely.clear();
+  }
+
+  /**
+   * Apply `rows` (oldest first) from `source`. `onDone(version)` is told after each step the
+   * version up to which everything is applied (the caller persists its cursor).
+   */
+  async apply(source: ReplicaSource, rows: readonly ChangeRow[], onDone?: (version: bigint) => void): Promise<void> {
+    let i = 0;
+    while (i < rows.length) {
+      const row = rows[i]!;
+      this.stats.rows++;
+      const bad = badPath(row.path) ?? (row.kind === 'rename' ? (row.toPath ? badPath(row.toPath) : 'rename without a destination') : null);
+      if (bad) {
+        this.stats.refused++;
+        this.warn({ path: row.path.toString('latin1').slice(0, 200), why: bad, version: String(row.version) }, 'refused a change row from a peer');
+        onDone?.(row.version);
+        i++;
+        continue;
+      }
+      if (CONTENT.has(row.kind)) {
+        // A run of content rows: their current entries in one call.
+        let end = i + 1;
+        const paths = new Map<string, Buffer>([[key(row.path), row.path]]);
+        const kinds = new Map<string, ChangeKind>([[key(row.path), row.kind]]);
+        while (end < rows.length && CONTENT.has(rows[end]!.kind) && paths.size < MAX_ENTRIES) {
+          const r = rows[end]!;
+          if (badPath(r.path)) break;
+          paths.set(key(r.path), r.path);
+          kinds.set(key(r.path), r.kind);
+          end++;
+        }
+        this.stats.rows += end - i - 1;
+        await this.contentRun(source, [...paths.values()], kinds, rows.slice(end));
+        onDone?.(rows[end - 1]!.version);
+        i = end;
+        continue;
+      }
+      // A run of removes and renames: as many as go through in one journal task.
+      const { next, fallback } = await this.structuralRun(rows, i);
+      this.stats.rows += next - i - 1;
+      if (fallback) await this.contentRun(source, [fallback, ...this.goneUnder(rows[next - 1]!.path, fallback)], new Map(), rows.slice(next));
+      onDone?.(rows[next - 1]!.version);
+      i = next;
+    }
+  }
+
+  // ---------------------------------------------------------------- deciding
+
+  /** The index entry at `p`, or (a further hard-link name) the object's entry found through the disk. */
+  private localAt(p: Buffer): { entry: IndexEntry | undefined; isLink: boolean } {
+    const e = this.j.index.byPath(p);
+    if (e) return { entry: e, isLink: false };
+    if (!parentsOk(this.rootBuf, p)) return { entry: undefined, isLink: false };
+    const st = fs.lstatSync(absOf(this.rootBuf, p), { bigint: true, throwIfNoEntry: false });
+    if (st && st.nlink > 1n && typeOfMode(st.mode) === 'file') {
+      const other = this.j.index.byIno(st.ino);
+      if (other && !other.path.equals(p)) return { entry: other, isLink: true };
+    }
+    return { entry: undefined, isLink: false };
+  }
+
+  private sameContent(l: IndexEntry, r: RemoteEntry, p: Buffer): boolean {
+    if (l.type !== r.type || (l.mode & 0o7777) !== (r.mode & 0o7777)) return false;
+    if (l.type === 'file') return l.size === r.size && !!l.hashes && !!r.hashes && l.hashes.equals(r.hashes);
+    if (l.type === 'symlink') {
+      try {
+        return !!r.target && fs.readlinkSync(absOf(this.rootBuf, p), { encoding: 'buffer' }).equals(r.target);
+      } catch {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private decide(p: Buffer, r: RemoteEntry | null): Plan {
+    if (!r) return { op: 'skip' };
+    if (!r.path.equals(p)) return { op: 'skip' };
+    p = this.redirect(p);
+    if (r.type !== 'file' && r.type !== 'dir' && r.type !== 'symlink') {
+      this.warn({ path: p.toString(), type: r.type }, 'special files are not replicated; skipped');
+      return { op: 'skip' };
+    }
+    const { entry: l, isLink } = this.localAt(p);
+    if (l) {
+      const c = compare(r.vector, l.vector);
+      if (c === 'equal' || c === 'before') return { op: 'skip' };
+      if (c === 'after') return { op: 'put', p, r, local: l, localIsLink: isLink, vector: r.vector };
+      // Concurrent.
+      this.stats.conflicts++;
+      const merged = merge(l.vector, r.vector);
+      const remoteWins = wins(r, l);
+      if (!isLink && this.sameContent(l, r, p)) {
+        return { op: 'merge', p, local: l, vector: merged, origin: remoteWins ? r.origin : l.origin };
+      }
+      if (isConflictPath(p) || isLink) {
+        // A conflict copy never gets its own: the winner simply replaces the loser.
+        if (remoteWins) return { op: 'put', p, r, local: l, localIsLink: isLink, vector: merged };
+        return isLink ? { op: 'skip' } : { op: 'merge', p, local: l, vector: merged, origin: l.origin };
+      }
+      if (remoteWins) {
+        return { op: 'put', p, r, local: l, localIsLink: false, vector: merged, moveLocalTo: conflictPath(p, l) };
+      }
+      // The local side wins: the remote version is kept as the conflict copy.
+      const cp = conflictPath(p, r);
+      const there = this.j.index.byPath(cp);
+      const then = { op: 'merge' as const, p, local: l, vector: merged, origin: l.origin };
+      if (there && compare(there.vector, r.vector) !== 'before') return then;
+      return { op: 'put', p: cp, r, local: there, localIsLink: false, vector: r.vector, then };
+    }
+    const t = this.j.tombstone(p);
+    if (t) {
+      const c = compare(r.vector, t.vector);
+      if (c === 'equal' || c === 'before') return { op: 'skip' };
+      // After the removal, or concurrent with it (modify beats delete: it comes back).
+      return { op: 'put', p, r, local: undefined, localIsLink: false, vector: c === 'after' ? r.vector : merge(r.vector, t.vector) };
+    }
+    return { op: 'put', p, r, local: undefined, localIsLink: false, vector: r.vector };
+  }
+
+  /** Where a path that is gone on the peer went, following later renames of it or a parent (this page). */
+  private forward(p: Buffer, later: readonly ChangeRow[]): Buffer | null {
+    let cur = p;
+    let moved = false;
+    for (const row of later) {
+      if (row.kind !== 'rename' || !row.toPath) continue;
+      if (cur.equals(row.path)) {
+        cur = row.toPath;
+        moved = true;
+      } else if (cur.length > row.path.length && cur[row.path.length] === 0x2f && cur.subarray(0, row.path.length).equals(row.path)) {
+        cur = Buffer.concat([row.toPath, cur.subarray(row.path.length)]);
+        moved = true;
+      }
+    }
+    return moved && !badPath(cur) ? cur : null;
+  }
+
+  /** Paths this pull found gone on the peer below `from`, placed below `to`. */
+  private goneUnder(from: Buffer, to: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    const pre = key(from) + '/';
+    for (const k of this.goneRemotely) {
+      if (!k.startsWith(pre)) continue;
+      const p = Buffer.concat([to, Buffer.from(k.slice(from.length), 'latin1')]);
+      if (!badPath(p)) out.push(p);
+    }
+    return out.sort((x, y) => x.length - y.length);
+  }
+
+  /**
+   * Where `p` goes here: below a directory that lost a name conflict to a file (and is kept as
+   * that name's conflict copy), its contents go into the copy.
+   */
+  private redirect(p: Buffer): Buffer {
+    for (let i = p.indexOf(0x2f); i >= 0; i = p.indexOf(0x2f, i + 1)) {
+      const dir = p.subarray(0, i);
+      const st = fs.lstatSync(absOf(this.rootBuf, dir), { throwIfNoEntry: false });
+      if (!st) return p;
+      if (st.isDirectory()) continue;
+      const copy = this.conflictDirOf(dir);
+      if (!copy) return p;
+      return this.redirect(Buffer.concat([copy, p.subarray(i)]));
+    }
+    return p;
+  }
+
+  /** A directory kept as the conflict copy of `rel` (the name a file won), if any. */
+  private conflictDirOf(rel: Buffer): Buffer | null {
+    const parent = parentOf(rel);
+    const prefix = Buffer.concat([baseOf(rel), Buffer.from('.gv-conflict-')]);
+    let names: Buffer[];
+    try {
+      names = fs.readdirSync(absOf(this.rootBuf, parent), { encoding: 'buffer' });
+    } catch {
+      return null;
+    }
+    for (const n of names.sort(Buffer.compare)) {
+      if (n.length <= prefix.length || !n.subarray(0, prefix.length).equals(prefix)) continue;
+      const cand = parent.length === 0 ? n : Buffer.concat([parent, Buffer.from('/'), n]);
+      const e = this.j.index.byPath(cand);
+      if (e?.type === 'dir' && originalOf(cand)?.equals(rel)) return cand;
+    }
+    return null;
+  }
+
+  // ---------------------------------------------------------------- content
+
+  private async contentRun(source: ReplicaSource, paths: Buffer[], kinds: Map<string, ChangeKind>, later: readonly ChangeRow[]): Promise<void> {
+    let todo = paths;
+    for (let round = 0; todo.length > 0; round++) {
+      const entries = await this.entries(source, todo);
+      // Gone on the peer: follow later renames in this page (a directory renamed after its
+      // contents were written); else the row's removal follows.
+      const gone: Buffer[] = [];
+      todo.forEach((p, k) => {
+        if (entries[k] === null) {
+          const f = this.forward(p, later);
+          if (f) gone.push(f);
+          else if (this.goneRemotely.size < 200_000) this.goneRemotely.add(key(p));
+        }
+      });
+      if (gone.length > 0) {
+        const more = await this.entries(source, gone);
+        todo = [...todo, ...gone];
+        entries.push(...more);
+      }
+      const plans = todo.map((p, k) => this.decide(p, entries[k]!));
+      this.opts.onPlanned?.(plans.reduce((s, pl) => s + (pl.op === 'put' && pl.r.type === 'file' && !pl.r.data ? Number(pl.r.size) : 0), 0));
+      await this.prepare(source, plans);
+      const retry = await this.place(plans, kinds);
+      if (retry.length === 0) return;
+      if (round >= REDECIDE_DELAYS.length) {
+        throw new GvError('EAGAIN', `local changes keep racing ${retry.length} path(s); retried later`, { path: retry[0]!.toString() });
+      }
+      this.stats.redecided += retry.length;
+      await new Promise((r) => setTimeout(r, REDECIDE_DELAYS[round]));
+      todo = retry;
+    }
+  }
+
+  private async entries(source: ReplicaSource, paths: Buffer[]): Promise<(RemoteEntry | null)[]> {
+    const out: (RemoteEntry | null)[] = [];
+    for (let k = 0; k < paths.length; k += MAX_ENTRIES) {
+      const part = paths.slice(k, k + MAX_ENTRIES);
+      const got = await source.entries(this.zone.name, part, MAX_INLINE);
+      if (got.length !== part.length) throw new GvError('PROTOCOL', 'entries answer does not match the paths asked');
+      out.push(...got);
+    }
+    return out;
+  }
+
+  /** Assemble every file to put in the staging area (bounded concurrency); a mismatch refetches the entry. */
+  private async prepare(source: ReplicaSource, plans: Plan[]): Promise<void> {
+    const files = plans.filter((pl): pl is PutPlan => pl.op === 'put' && pl.r.type === 'file' && !this.linkable(pl));
+    if (files.length === 0) return;
+    ensureStaging(this.zone.root);
+    const ctx: FetchContext = {
+      zone: this.zone.name, root: this.zone.root, rootBuf: this.rootBuf, journal: this.j, source, bucket: this.bucket,
+      stats: this.stats, onFetched: this.opts.onFetched, blockConcurrency: this.opts.blockConcurrency,
+    };
+    let next = 0;
+    // Many small files: written without an fsync each, then one syncfs for the batch.
+    const batchSync = files.filter((pl) => pl.r.data).length >= 8;
+    const unsynced: PutPlan[] = [];
+    const worker = async (): Promise<void> => {
+      for (let k = next++; k < files.length; k = next++) {
+        const pl = files[k]!;
+        const old = pl.local && pl.local.type === 'file' ? pl.local : undefined;
+        for (let attempt = 0; ; attempt++) {
+          try {
+            pl.tmp = await assembleFile(ctx, pl.r, old, { skipSyncInline: batchSync });
+            if (batchSync && pl.r.data) unsynced.push(pl);
+            break;
+          } catch (err) {
+            if (!(err instanceof GvError && err.data['mismatch'] === true) || attempt >= 3) throw err;
+            // The file changed on the peer while we read it: take its entry again.
+            const [fresh] = await source.entries(this.zone.name, [pl.p], MAX_INLINE);
+            if (!fresh || fresh.type !== 'file') {
+              (pl as Plan as { op: string }).op = 'skip';
+              break;
+            }
+            pl.r = fresh;
+          }
+        }
+      }
+    };
+    const n = Math.max(1, Math.min(this.opts.fileConcurrency ?? 16, files.length));
+    const results = await Promise.allSettled(Array.from({ length: n }, worker));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (unsynced.length > 0 && !(await syncFileSystem(stagingDir(this.zone.root)))) {
+      for (const pl of unsynced) {
+        if (!pl.tmp) continue;
+        const fd = fs.openSync(pl.tmp, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        try {
+          await new Promise<void>((res, rej) => fs.fsync(fd, (err) => (err ? rej(err) : res())));
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+    }
+  }
+
+  private linkable(pl: PutPlan): boolean {
+    const of = pl.r.linkOf;
+    if (!of || pl.r.type !== 'file' || badPath(of)) return false;
+    const there = this.j.index.byPath(of);
+    return !!there && there.type === 'file' && compare(there.vector, pl.r.vector) === 'equal';
+  }
+
+  /** True when the disk and the index at `p` are still what the plan was decided on. */
+  private unchanged(p: Buffer, local: IndexEntry | undefined, isLink: boolean, r?: RemoteEntry): boolean {
+    const now = isLink ? undefined : this.j.index.byPath(p);
+    if (!isLink && (now?.fileid !== local?.fileid || (now && local && compare(now.vector, local.vector) !== 'equal'))) return false;
+    if (!parentsOk(this.rootBuf, p)) return !local;
+    const st = fs.lstatSync(absOf(this.rootBuf, p), { bigint: true, throwIfNoEntry: false });
+    if (!local) {
+      if (!st) return !this.j.busy(p);
+      // An unjournaled directory where one is to be made (a parent made as a last resort): adopt it.
+      return !!r && r.type === 'dir' && st.isDirectory() && !this.j.busy(p, st.ino);
+    }
+    if (!st || st.ino !== local.fileid || typeOfMode(st.mode) !== local.type) return false;
+    if (local.type === 'file' && (st.size !== local.size || st.mtimeNs !== local.mtimeNs)) return false;
+    return !this.j.busy(p, st.ino) && !this.j.coalescer.has(st.ino);
+  }
+
+  /** The final step for a run, in one journal task: answers the paths to decide again. */
+  private async place(plans: Plan[], kinds: Map<string, ChangeKind>): Promise<Buffer[]> {
+    const retry: Buffer[] = [];
+    // No holds are needed: this task is synchronous, so the watcher's look at what it changed
+    // (queued behind it) finds the index already in line with the disk.
+    await this.j.enqueue('replicate', () => {
+      for (const pl of plans) {
+        if (pl.op === 'skip') {
+          this.stats.skipped++;
+          continue;
+        }
+        try {
+          const ok = pl.op === 'merge' ? this.placeMerge(pl) : this.placePut(pl, kinds);
+          if (!ok) retry.push(pl.op === 'put' && pl.then ? pl.then.p : pl.p);
+        } catch (err) {
+          this.warn({ path: pl.p.toString(), err: String(err) }, 'could not apply a change');
+        }
+      }
+    });
+    // Temp files of puts that were not placed and will not be retried (refused, skipped).
+    const again = new Set(retry.map(key));
+    for (const pl of plans) {
+      if (pl.op === 'put' && pl.tmp && !again.has(key(pl.then ? pl.then.p : pl.p))) fs.rmSync(pl.tmp, { force: true });
+    }
+    return retry;
+  }
+
+  private placeMerge(pl: { p: Buffer; local: IndexEntry; vector: VersionVector; origin: string }): boolean {
+    if (!this.unchanged(pl.p, pl.local, false)) return false;
+    const l = pl.local;
+    this.j.commit({
+      kind: 'setattr', fileid: l.fileid, path: pl.p, toPath: null, type: l.type, size: l.size, mtimeNs: l.mtimeNs,
+      mode: l.mode, hashes: l.hashes, target: null, origin: pl.origin, vector: pl.vector,
+    }, { put: { ...l, vector: pl.vector, origin: pl.origin } });
+    this.stats.applied++;
+    return true;
+  }
+
+  private placePut(pl: PutPlan, kinds: Map<string, ChangeKind>): boolean {
+    const { p, r } = pl;
+    if (pl.r.type === 'file' && !pl.tmp && !this.linkable(pl)) return false;
+    const made: Buffer[] = [];
+    if (!parentsOk(this.rootBuf, p, false)) {
+      // A parent that is not a directory (or a symlink) is never written through.
+      const blocked = this.blockedParent(p);
+      if (blocked) {
+        this.stats.refused++;
+        this.warn({ path: p.toString(), parent: blocked.toString() }, 'refused: a parent is not a directory here');
+        return true;
+      }
+      if (!parentsOk(this.rootBuf, p, true, made)) return false;
+    }
+    if (!this.unchanged(p, pl.local, pl.localIsLink, r)) return false;
+    if (pl.then && !this.unchanged(pl.then.p, pl.then.local, false)) return false;
+    const abs = absOf(this.rootBuf, p);
+    const local = pl.local;
+    // What is here goes first: aside (lost a conflict), or away when its type differs.
+    let movedAside = false;
+    if (local && pl.moveLocalTo) {
+      this.moveAside(local, p, pl.moveLocalTo);
+      movedAside = true;
+    } else if (local && !pl.localIsLink && local.type !== r.type) {
+      if (local.type === 'dir') {
+        try {
+          fs.rmdirSync(abs);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
+          // Content the peer did not know of stays, under the conflict name.
+          this.moveAside(local, p, conflictPath(p, local));
+          movedAside = true;
+        }
+      } else fs.unlinkSync(abs);
+    }
+    const mode = r.mode & 0o7777;
+    let asLinkOf: IndexEntry | undefined;
+    if (r.type === 'file') {
+      if (!pl.tmp) {
+        asLinkOf = this.j.index.byPath(r.linkOf!)!;
+        const tmp = path.join(ensureStaging(this.zone.root), uniqueTemp());
+        fs.linkSync(absOf(this.rootBuf, asLinkOf.path), tmp);
+        fs.renameSync(tmp, abs);
+      } else {
+        fs.chmodSync(pl.tmp, mode);
+        fs.utimesSync(pl.tmp, Date.now() / 1000, toSeconds(r.mtimeNs));
+        fs.renameSync(pl.tmp, abs);
+      }
+    } else if (r.type === 'dir') {
+      const st = fs.lstatSync(abs, { throwIfNoEntry: false });
+      if (!st) fs.mkdirSync(abs, { mode });
+      fs.chmodSync(abs, mode);
+    } else {
+      const tmp = path.join(ensureStaging(this.zone.root), uniqueTemp());
+      fs.symlinkSync(r.target ?? Buffer.alloc(0), tmp);
+      try {
+        fs.lutimesSync(tmp, Date.now() / 1000, toSeconds(r.mtimeNs));
+      } catch {
+        /* not everywhere */
+      }
+      fs.renameSync(tmp, abs);
+    }
+    const st = fs.lstatSync(abs, { bigint: true });
+    const placedIno = st.ino;
+    const replaced = local && !pl.localIsLink && !movedAside && local.fileid !== placedIno ? local : undefined;
+    if (asLinkOf) {
+      this.j.commit({
+        kind: 'link', fileid: asLinkOf.fileid, path: p, toPath: null, type: 'file', size: asLinkOf.size, mtimeNs: asLinkOf.mtimeNs,
+        mode: asLinkOf.mode, hashes: asLinkOf.hashes, target: null, origin: r.origin, vector: r.vector,
+      }, { put: asLinkOf, delete: replaced && replaced.fileid !== asLinkOf.fileid ? replaced.fileid : undefined });
+    } else {
+      const entry: IndexEntry = {
+        fileid: placedIno, path: p, type: r.type, size: r.type === 'file' ? st.size : st.size, mtimeNs: st.mtimeNs, ino: placedIno,
+        mode: Number(st.mode & 0o7777n), vector: pl.vector, hashes: r.type === 'file' ? r.hashes : null, origin: r.origin,
+      };
+      this.j.commit({
+        kind: kindFor(r, kinds.get(key(p)), !!local), fileid: placedIno, path: p, toPath: null, type: r.type, size: entry.size,
+        mtimeNs: entry.mtimeNs, mode: entry.mode, hashes: entry.hashes, target: r.type === 'symlink' ? r.target : null,
+        origin: r.origin, vector: pl.vector,
+      }, {
+        put: entry, delete: replaced?.fileid,
+        deleteUnder: replaced?.type === 'dir' ? p : undefined,
+      });
+    }
+    this.stats.applied++;
+    if (pl.then) this.placeMerge(pl.then);
+    return true;
+  }
+
+  /** The first parent of `p` that exists here as something other than a directory. */
+  private blockedParent(p: Buffer): Buffer | null {
+    for (let i = p.indexOf(0x2f); i >= 0; i = p.indexOf(0x2f, i + 1)) {
+      const st = fs.lstatSync(absOf(this.rootBuf, p.subarray(0, i)), { throwIfNoEntry: false });
+      if (st && !st.isDirectory()) return p.subarray(0, i);
+      if (!st) return null;
+    }
+    return null;
+  }
+
+  /** Rename the local object at `p` to its conflict name `to`, journaled with its own vector and origin. */
+  private moveAside(local: IndexEntry, p: Buffer, to: Buffer): void {
+    if (fs.lstatSync(absOf(this.rootBuf, to), { throwIfNoEntry: false })) {
+      throw new GvError('EEXIST', `conflict copy ${to.toString()} exists already`);
+    }
+    fs.renameSync(absOf(this.rootBuf, p), absOf(this.rootBuf, to));
+    this.j.commit({
+      kind: 'rename', fileid: local.fileid, path: p, toPath: to, type: local.type, size: local.size, mtimeNs: local.mtimeNs,
+      mode: local.mode, hashes: local.hashes, target: null, origin: local.origin, vector: local.vector,
+    }, { put: { ...local, path: to }, movePrefix: local.type === 'dir' ? { from: p, to } : undefined });
+  }
+
+  // ---------------------------------------------------------------- removes and renames
+
+  /**
+   * Apply removes/rmdirs/renames from rows[start] on, in one journal task, until a row that is
+   * not one of them, a bad path, or a row that needs the peer's entry (a rename whose source is
+   * not here as the peer had it: answered as `fallback`, that row counts as done) or must wait
+   * for a local change racing it (decided again after a pause, bounded).
+   */
+  private async structuralRun(rows: readonly ChangeRow[], start: number): Promise<{ next: number; fallback: Buffer | null }> {
+    for (let round = 0; ; round++) {
+      let next = start;
+      let fallback: Buffer | null = null;
+      let again = false;
+      await this.j.enqueue('replicate', () => {
+        for (let k = start; k < rows.length && k - start < 1000; k++) {
+          const row = rows[k]!;
+          if (row.kind !== 'remove' && row.kind !== 'rmdir' && row.kind !== 'rename') break;
+          if (k > start && (badPath(row.path) || (row.kind === 'rename' && (!row.toPath || badPath(row.toPath))))) break;
+          const r = row.kind === 'rename' ? this.rename(row) : this.remove(row.path, row.vector, row.origin, row.kind);
+          if (r === 'retry') {
+            again = k === start;
+            break;
+          }
+          next = k + 1;
+          if (r !== 'done') {
+            fallback = r;
+            break;
+          }
+        }
+      });
+      if (!again) return { next, fallback };
+      if (round >= REDECIDE_DELAYS.length) throw new GvError('EAGAIN', `local changes keep racing ${rows[start]!.path.toString()}`);
+      this.stats.redecided++;
+      await new Promise((r) => setTimeout(r, REDECIDE_DELAYS[round]));
+    }
+  }
+
+  private remove(p: Buffer, v: VersionVector, origin: string, kind: ChangeKind): 'done' | 'retry' {
+    const { entry: l, isLink } = this.localAt(p);
+    if (!l) {
+      const t = this.j.tombstone(p);
+      if (t) {
+        const c = compare(v, t.vector);
+        if (c === 'equal' || c === 'before') {
+          this.stats.skipped++;
+          return 'done';
+        }
+      }
+      const st = parentsOk(this.rootBuf, p) ? fs.lstatSync(absOf(this.rootBuf, p), { bigint: true, throwIfNoEntry: false }) : undefined;
+      if (st) {
+        // Not journaled yet: a local change under way (decide again), or local content the peer
+        // never knew of (it stays; its own journal entry will carry it back).
+        if (this.j.busy(p, st.ino) || this.j.coalescer.has(st.ino)) return 'retry';
+        this.stats.skipped++;
+        return 'done';
+      }
+      // Nothing here: keep the removal (so it reaches nodes that only hear of it through us).
+      const vector = t ? merge(t.vector, v) : v;
+      this.j.commit({
+        kind: kind === 'rmdir' ? 'rmdir' : 'remove', fileid: 0n, path: p, toPath: null, type: t?.type ?? (kind === 'rmdir' ? 'dir' : 'file'),
+        size: null, mtimeNs: null, mode: null, hashes: null, target: null, origin, vector,
+      }, {});
+      this.stats.applied++;
+      return 'done';
+    }
+    const c = compare(l.vector, v);
+    if (c === 'after' || (isLink && c !== 'before' && c !== 'equal')) {
+      this.stats.skipped++;
+      return 'done';
+    }
+    if (!this.unchanged(p, l, isLink)) return 'retry';
+    if (c === 'concurrent') {
+      // Modify beats delete: it stays, after the removal, so the removing node takes it back.
+      this.stats.conflicts++;
+      this.placeMerge({ p, local: l, vector: merge(l.vector, v), origin: l.origin });
+      return 'done';
+    }
+    const abs = absOf(this.rootBuf, p);
+    {
+      if (l.type === 'dir' && !isLink) {
+        try {
+          fs.rmdirSync(abs);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
+          // Content the remote did not know of: the directory stays (modify beats delete).
+          this.stats.conflicts++;
+          this.placeMerge({ p, local: l, vector: merge(l.vector, v), origin: l.origin });
+          return 'done';
+        }
+      } else fs.unlinkSync(abs);
+      this.j.commit({
+        kind: l.type === 'dir' ? 'rmdir' : 'remove', fileid: l.fileid, path: p, toPath: null, type: l.type, size: null,
+        mtimeNs: null, mode: null, hashes: null, target: null, origin, vector: v,
+      }, isLink ? {} : { delete: l.fileid, deleteUnder: l.type === 'dir' ? p : undefined });
+      this.stats.applied++;
+      return 'done';
+    }
+  }
+
+  private rename(row: ChangeRow): 'done' | 'retry' | Buffer {
+    const from = row.path;
+    const to = row.toPath!;
+    const v = row.vector;
+    if (from.equals(to)) return 'done';
+    const { entry: l, isLink } = this.localAt(from);
+    const lq = this.j.index.byPath(to);
+    const movable = l && !isLink && (compare(l.vector, v) === 'before' || compare(l.vector, v) === 'equal')
+      && (!lq || lq.fileid === l.fileid || ['before', 'equal'].includes(compare(lq.vector, v)))
+      && !isReservedLike(to);
+    if (!movable) {
+      if (lq && compare(lq.vector, v) !== 'before' && compare(lq.vector, v) !== 'concurrent') {
+        // What is at the destination already includes this move.
+        return this.remove(from, v, row.origin, row.type === 'dir' ? 'rmdir' : 'remove');
+      }
+      // Take the destination from the peer, and treat the old path as removed.
+      const r = this.remove(from, v, row.origin, row.type === 'dir' ? 'rmdir' : 'remove');
+      return r === 'retry' ? r : to;
+    }
+    if (!this.unchanged(from, l, false) || !this.unchanged(to, lq, false)) return 'retry';
+    if (!parentsOk(this.rootBuf, to, false)) {
+      if (this.blockedParent(to)) {
+        this.stats.refused++;
+        this.warn({ path: to.toString() }, 'refused: a parent is not a directory here');
+        return 'done';
+      }
+      if (!parentsOk(this.rootBuf, to, true)) return 'retry';
+    }
+    {
+      try {
+        fs.renameSync(absOf(this.rootBuf, from), absOf(this.rootBuf, to));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'EISDIR' || code === 'ENOTDIR') {
+          // The destination holds something that cannot simply be replaced: take it from the peer.
+          return this.remove(from, v, row.origin, l.type === 'dir' ? 'rmdir' : 'remove') === 'retry' ? 'retry' : to;
+        }
+        throw err;
+      }
+      const gone = lq && lq.fileid !== l.fileid ? lq : undefined;
+      this.j.commit({
+        kind: 'rename', fileid: l.fileid, path: from, toPath: to, type: l.type, size: l.size, mtimeNs: l.mtimeNs, mode: l.mode,
+        hashes: l.hashes, target: null, origin: row.origin, vector: v,
+      }, {
+        put: { ...l, path: to, vector: v, origin: row.origin }, movePrefix: l.type === 'dir' ? { from, to } : undefined,
+        delete: gone?.fileid, deleteUnder: gone?.type === 'dir' ? to : undefined,
+      });
+      this.stats.applied++;
+      return 'done';
+    }
+  }
+}
+
+/** Never the staging area (checked by badPath already; kept as a guard for renames). */
+function isReservedLike(p: Buffer): boolean {
+  return badPath(p) !== null;
+}

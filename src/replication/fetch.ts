@@ -1,0 +1,202 @@
+/**
+ * Assembling a file's new content in the staging area: blocks already in the temp file (an
+ * interrupted transfer) are kept once re-hashed, blocks present locally (the old version of the
+ * same path first, then any file of the zone with the same SHA-256) are copied and re-verified,
+ * and only the rest is fetched from the peer, each block verified against the announced hash.
+ * The temp file is fsynced before it is handed back; the caller renames it into place.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { GvError } from '../errors.js';
+import { blockCount, digestAt, DIGEST_SIZE, hashBuffer } from '../journal/hasher.js';
+import type { IndexEntry } from '../journal/index-store.js';
+import type { ZoneJournal } from '../journal/zone-journal.js';
+import type { TokenBucket } from './bandwidth.js';
+import { absOf, parentsOk } from './paths.js';
+import { BLOCK_SIZE, type RemoteEntry, type ReplicaSource } from './source.js';
+import { ensureStaging, tempName } from './staging.js';
+
+const { O_RDONLY, O_RDWR, O_CREAT, O_TRUNC, O_WRONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+
+export interface FetchStats {
+  /** Block bytes fetched from peers. */
+  fetchedBytes: number;
+  /** Bytes copied from local files. */
+  reusedBytes: number;
+  /** Bytes found already in a temp file (resumed). */
+  resumedBytes: number;
+  /** Inline bytes received with entries. */
+  inlineBytes: number;
+}
+
+export const newFetchStats = (): FetchStats => ({ fetchedBytes: 0, reusedBytes: 0, resumedBytes: 0, inlineBytes: 0 });
+
+export interface FetchContext {
+  zone: string;
+  root: string;
+  rootBuf: Buffer;
+  journal: ZoneJournal;
+  source: ReplicaSource;
+  bucket: TokenBucket;
+  stats: FetchStats;
+  /** Called for each block fetched (status, rates). */
+  onFetched?: (bytes: number) => void;
+  /** Parallel block requests per file. */
+  blockConcurrency?: number;
+  /** Lazily built: block digest (binary latin1 key) → a local file and block index holding it. */
+  blockMap?: Map<string, { path: Buffer; i: number }>;
+}
+
+const sha = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
+
+/** Build the zone-wide digest → (file, block) map from the index (once per context). */
+function blockMap(ctx: FetchContext): Map<string, { path: Buffer; i: number }> {
+  if (ctx.blockMap) return ctx.blockMap;
+  const m = new Map<string, { path: Buffer; i: number }>();
+  for (const e of ctx.journal.index.all()) {
+    if (e.type !== 'file' || !e.hashes) continue;
+    const n = Math.floor(e.hashes.length / DIGEST_SIZE);
+    for (let i = 0; i < n; i++) {
+      const k = digestAt(e.hashes, i).toString('latin1');
+      if (!m.has(k)) m.set(k, { path: e.path, i });
+    }
+  }
+  ctx.blockMap = m;
+  return m;
+}
+
+/** Read `len` bytes at block `i` of local file `rel`, if it is still there and hashes to `want`. */
+async function readLocal(ctx: FetchContext, rel: Buffer, i: number, len: number, want: Buffer, into: Buffer): Promise<boolean> {
+  if (!parentsOk(ctx.rootBuf, rel)) return false;
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(absOf(ctx.rootBuf, rel), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    let got = 0;
+    while (got < len) {
+      const { bytesRead } = await fh.read(into, got, len - got, i * BLOCK_SIZE + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return got === len && sha(into.subarray(0, len)).equals(want);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Where to take block `i` locally: its index in the old version of the path, or any file's. */
+function localCandidates(ctx: FetchContext, want: Buffer, old: IndexEntry | undefined, i: number): { path: Buffer; i: number }[] {
+  const out: { path: Buffer; i: number }[] = [];
+  if (old?.hashes && old.type === 'file') {
+    const n = Math.floor(old.hashes.length / DIGEST_SIZE);
+    if (i < n && digestAt(old.hashes, i).equals(want)) out.push({ path: old.path, i });
+    else {
+      for (let j = 0; j < n; j++) {
+        if (digestAt(old.hashes, j).equals(want)) {
+          out.push({ path: old.path, i: j });
+          break;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Write the content of `e` into its temp file and fsync it; answers the temp file's path. Throws
+ * GvError EIO with data.mismatch when a fetched block does not match its hash (refetch the entry).
+ */
+export async function assembleFile(
+  ctx: FetchContext, e: RemoteEntry, old: IndexEntry | undefined, opts: { skipSyncInline?: boolean } = {},
+): Promise<string> {
+  const dir = ensureStaging(ctx.root);
+  const tmp = path.join(dir, tempName(e.path, e.hashes, e.size));
+  const size = Number(e.size);
+  const hashes = e.hashes ?? Buffer.alloc(0);
+  const n = blockCount(size);
+  if (hashes.length !== n * DIGEST_SIZE) throw new GvError('EIO', 'hash list does not fit the size', { mismatch: true });
+  if (e.data) {
+    if (e.data.length !== size || !hashBuffer(e.data).equals(hashes)) throw new GvError('EIO', 'inline data does not match its hashes', { mismatch: true });
+    const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o600);
+    try {
+      let off = 0;
+      while (off < e.data.length) off += fs.writeSync(fd, e.data, off, e.data.length - off, off);
+      // Small files of a batch are flushed together by the caller (one syncfs).
+      if (!opts.skipSyncInline) await new Promise<void>((res, rej) => fs.fsync(fd, (err) => (err ? rej(err) : res())));
+    } finally {
+      fs.closeSync(fd);
+    }
+    ctx.stats.inlineBytes += size;
+    return tmp;
+  }
+  const fh = await fsp.open(tmp, O_RDWR | O_CREAT | O_NOFOLLOW, 0o600);
+  try {
+    const have = Number((await fh.stat()).size);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      const buf = Buffer.allocUnsafe(BLOCK_SIZE);
+      try {
+        await run(buf);
+      } catch (err) {
+        next = n; // the other workers stop at their next block
+        throw err;
+      }
+    };
+    const run = async (buf: Buffer): Promise<void> => {
+      for (let i = next++; i < n; i = next++) {
+        const off = i * BLOCK_SIZE;
+        const len = Math.min(BLOCK_SIZE, size - off);
+        const want = digestAt(hashes, i);
+        const view = buf.subarray(0, len);
+        // 1. Already in the temp file from an interrupted run.
+        if (have >= off + len) {
+          const { bytesRead } = await fh.read(view, 0, len, off);
+          if (bytesRead === len && sha(view).equals(want)) {
+            ctx.stats.resumedBytes += len;
+            continue;
+          }
+        }
+        // 2. Present locally: the old version of this path, then any file of the zone.
+        let found = false;
+        for (const c of localCandidates(ctx, want, old, i)) {
+          if (await readLocal(ctx, c.path, c.i, len, want, view)) {
+            found = true;
+            break;
+          }
+        }
+        if (!found) {
+          const c = blockMap(ctx).get(want.toString('latin1'));
+          if (c) found = await readLocal(ctx, c.path, c.i, len, want, view);
+        }
+        if (found) {
+          ctx.stats.reusedBytes += len;
+          await fh.write(view, 0, len, off);
+          continue;
+        }
+        // 3. From the peer.
+        await ctx.bucket.take(len);
+        const got = await ctx.source.block(ctx.zone, e.path, BigInt(off), len);
+        ctx.stats.fetchedBytes += got.length;
+        ctx.onFetched?.(got.length);
+        if (got.length !== len || !sha(got).equals(want)) {
+          throw new GvError('EIO', `block ${i} of ${e.path.toString()} does not match its hash`, { mismatch: true });
+        }
+        await fh.write(got, 0, len, off);
+      }
+    };
+    const k = Math.max(1, Math.min(ctx.blockConcurrency ?? 4, n));
+    const results = await Promise.allSettled(Array.from({ length: k }, worker));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (have !== size) await fh.truncate(size);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return tmp;
+}

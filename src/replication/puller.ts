@@ -1,0 +1,68 @@
+/**
+ * One pull: a peer's journal of one zone from this node's cursor, page by page, applied and the
+ * cursor advanced (persisted in the journal's queue, so it commits with the batch of the rows it
+ * covers). The paths of a fetched page are pending (pull gate) until applied.
+ */
+import type { ZoneJournal } from '../journal/zone-journal.js';
+import { ZoneApplier, type ApplierOptions } from './apply.js';
+import type { PeerCursors } from './cursors.js';
+import type { PendingPaths } from './pull-gate.js';
+import { MAX_JOURNAL_PAGE, type ReplicaSource } from './source.js';
+
+export interface PullTarget {
+  zone: string;
+  root: string;
+  journal: ZoneJournal;
+  peerId: string;
+}
+
+export interface PullProgress {
+  /** The peer's version as its journal last answered. */
+  remoteVersion: bigint;
+  applied: bigint;
+}
+
+/** Pages applied per pull before it yields its slot (other zones and peers get a turn). */
+const MAX_PAGES_PER_PULL = 100;
+
+export async function pullOnce(
+  t: PullTarget, source: ReplicaSource, cursors: PeerCursors, gate: PendingPaths, applier: ZoneApplier,
+  progress: (p: PullProgress) => void, stopped: () => boolean,
+): Promise<boolean> {
+  let cursor = cursors.get(t.zone, t.peerId);
+  applier.beginPull();
+  for (let page = 0; page < MAX_PAGES_PER_PULL && !stopped(); page++) {
+    const res = await source.journal(t.zone, cursor, MAX_JOURNAL_PAGE);
+    if (res.version < cursor) {
+      // The peer's journal restarted (a new database): take it again from the start; vectors
+      // make the rows already applied compare equal.
+      cursor = 0n;
+      t.journal.enqueue('cursor', () => cursors.set(t.zone, t.peerId, 0n));
+      continue;
+    }
+    progress({ remoteVersion: res.version, applied: cursor });
+    if (res.rows.length === 0) return true;
+    const paths: Buffer[] = [];
+    for (const r of res.rows) {
+      paths.push(r.path);
+      if (r.toPath) paths.push(r.toPath);
+    }
+    const release = gate.add(t.zone, paths);
+    try {
+      await applier.apply(source, res.rows, (v) => {
+        if (v <= cursor) return;
+        cursor = v;
+        void t.journal.enqueue('cursor', () => cursors.set(t.zone, t.peerId, v));
+        progress({ remoteVersion: res.version, applied: v });
+      });
+    } finally {
+      release();
+    }
+    if (cursor >= res.version) return true;
+    // Let NFS calls in between pages.
+    await new Promise((r) => setImmediate(r));
+  }
+  return false;
+}
+
+export type { ApplierOptions };
