@@ -1,0 +1,142 @@
+/**
+ * Replication end to end: three gvd in network namespaces (test/harness/cluster.ts), the zone
+ * created on one node and replicated through the catalog, data written through NFS on one node
+ * and read back through NFS on the others.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { netnsSkipReason, startCluster, type TestCluster } from './harness/cluster.js';
+import { waitFor } from './harness/wait.js';
+
+const HOSTS = ['a', 'b', 'c'];
+
+/** Every file under `dir` on `host` through NFS: relative path → content (hex digest would do; bytes are small). */
+async function tree(host: string, dir = ''): Promise<Map<string, string>> {
+  const nfs = await c.nfs(host);
+  const out = new Map<string, string>();
+  try {
+    const walk = async (d: string, depth: number): Promise<void> => {
+      if (depth > 8) return;
+      for (const name of await nfs.list(d)) {
+        const p = d ? `${d}/${name}` : name;
+        const st = await nfs.stat(p);
+        if (!st) continue;
+        if (st.type === 2) {
+          out.set(p + '/', '');
+          await walk(p, depth + 1);
+        } else out.set(p, (await nfs.readFile(p)).toString('latin1'));
+      }
+    };
+    await walk(dir, 0);
+  } finally {
+    nfs.close();
+  }
+  return out;
+}
+
+const same = (a: Map<string, string>, b: Map<string, string>): boolean =>
+  a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
+
+/** Wait until every host has the same tree under `dir`; answers it. */
+async function converged(dir: string, ms = 60_000): Promise<Map<string, string>> {
+  let last: Map<string, string>[] = [];
+  try {
+    await waitFor(`hosts converge on ${dir || '/'}`, async () => {
+      last = await Promise.all(HOSTS.map((h) => tree(h, dir)));
+      return last.every((t) => same(t, last[0]!)) ? true : undefined;
+    }, ms, 250);
+  } catch (err) {
+    const show = last.map((t, i) => `${HOSTS[i]}: ${[...t.keys()].join(' ')}`).join('\n');
+    throw new Error(`${(err as Error).message}\n${show}`);
+  }
+  return last[0]!;
+}
+
+const SKIP = netnsSkipReason();
+if (SKIP) console.warn(`replication e2e tests skipped: ${SKIP}`);
+
+let c: TestCluster;
+
+describe.skipIf(SKIP !== null)('replication across three hosts', () => {
+  beforeAll(async () => {
+    c = await startCluster({ hosts: ['a', 'b', 'c'], zoneCreate: 'first' });
+  }, 180_000);
+
+  afterAll(async () => {
+    await c?.stop();
+  }, 60_000);
+
+  it('a write through NFS on A is readable, byte for byte, through NFS on B and C', async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    const a = await c.nfs('a');
+    try {
+      await a.mkdirp('docs/2026');
+      await a.writeFile('docs/2026/report.bin', data);
+    } finally {
+      a.close();
+    }
+    await c.waitContent('b', 'docs/2026/report.bin', data, 30_000);
+    await c.waitContent('c', 'docs/2026/report.bin', data, 30_000);
+  }, 120_000);
+
+  it('transitive: with A and C partitioned from each other but both seeing B, a write on A reaches C', async () => {
+    c.partitionPair('a', 'c');
+    try {
+      await c.waitPeers('a', { reachable: ['b'], unreachable: ['c'] });
+      await c.waitPeers('c', { reachable: ['b'], unreachable: ['a'] });
+      const data = randomBytes(200_000);
+      const a = await c.nfs('a');
+      try {
+        await a.writeFile('via-b.bin', data);
+      } finally {
+        a.close();
+      }
+      await c.waitContent('c', 'via-b.bin', data, 30_000);
+      // C never talked to A: everything came through B.
+      expect(c.ping('a', 'c')).toBe(false);
+    } finally {
+      c.healPair('a', 'c');
+    }
+  }, 120_000);
+
+  it('concurrent edits of one file on A and C during a partition: same winner and same conflict copy everywhere', async () => {
+    const a0 = await c.nfs('a');
+    try {
+      await a0.mkdirp('conflict');
+      await a0.writeFile('conflict/notes.txt', 'original\n');
+    } finally {
+      a0.close();
+    }
+    await converged('conflict');
+    c.partition('c');
+    try {
+      await c.waitPeers('a', { unreachable: ['c'] });
+      await c.waitPeers('c', { unreachable: ['a', 'b'] });
+      const a = await c.nfs('a');
+      const cc = await c.nfs('c');
+      try {
+        await a.writeFile('conflict/notes.txt', 'edited on A\n');
+        // C's edit is later: its mtime is newer, so C wins everywhere.
+        await new Promise((r) => setTimeout(r, 1100));
+        await cc.writeFile('conflict/notes.txt', 'edited on C, later\n');
+      } finally {
+        a.close();
+        cc.close();
+      }
+    } finally {
+      c.heal('c');
+    }
+    const t = await converged('conflict');
+    expect(t.get('conflict/notes.txt')).toBe('edited on C, later\n');
+    const copies = [...t.keys()].filter((k) => k.includes('.gv-conflict-'));
+    expect(copies).toHaveLength(1);
+    expect(copies[0]).toMatch(/^conflict\/notes\.gv-conflict-\d{8}-\d{6}-[0-9a-f]{7}\.txt$/);
+    expect(t.get(copies[0]!)).toBe('edited on A\n');
+    // gv conflicts lists it on every node.
+    for (const h of HOSTS) {
+      const r = await c.gv(h, ['conflicts', 'tier-1', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.stringify(JSON.parse(r.stdout))).toContain('notes.gv-conflict-');
+    }
+  }, 180_000);
+});
