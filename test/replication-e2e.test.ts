@@ -139,4 +139,82 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
       expect(JSON.stringify(JSON.parse(r.stdout))).toContain('notes.gv-conflict-');
     }
   }, 180_000);
+
+  it('offline laptop: C partitioned, 100 changes on A and on C, heal: converged, nothing lost', async () => {
+    const D = 'laptop';
+    const a0 = await c.nfs('a');
+    try {
+      await a0.mkdirp(D);
+      for (let i = 0; i < 20; i++) await a0.writeFile(`${D}/base-${i}.txt`, `base ${i}\n`);
+    } finally {
+      a0.close();
+    }
+    await converged(D);
+    c.partition('c');
+    let opsA = 0;
+    let opsC = 0;
+    try {
+      await c.waitPeers('c', { unreachable: ['a', 'b'] });
+      const a = await c.nfs('a');
+      try {
+        for (let i = 0; i < 46; i++, opsA++) await a.writeFile(`${D}/a-new-${i}.txt`, `A new ${i}\n`);
+        for (let i = 0; i < 20; i++, opsA++) await a.writeFile(`${D}/a-new-${i}.txt`, `A new ${i}, edited\n`);
+        for (let i = 5; i < 10; i++, opsA++) await a.writeFile(`${D}/base-${i}.txt`, `A edit ${i}\n`);
+        for (let i = 10; i < 15; i++, opsA++) await a.rename(`${D}/base-${i}.txt`, `${D}/a-renamed-${i}.txt`);
+        for (let i = 15; i < 18; i++, opsA++) await a.remove(`${D}/base-${i}.txt`);
+        await a.mkdirp(`${D}/a-dir`);
+        opsA++;
+        for (let i = 0; i < 20; i++, opsA++) await a.writeFile(`${D}/a-dir/f${i}`, `A dir ${i}\n`);
+      } finally {
+        a.close();
+      }
+      // C's edits come later than A's: C wins the concurrent ones on mtime.
+      await new Promise((r) => setTimeout(r, 1100));
+      const cc = await c.nfs('c');
+      try {
+        for (let i = 0; i < 47; i++, opsC++) await cc.writeFile(`${D}/c-new-${i}.txt`, `C new ${i}\n`);
+        for (let i = 0; i < 20; i++, opsC++) await cc.writeFile(`${D}/c-new-${i}.txt`, `C new ${i}, edited\n`);
+        for (let i = 5; i < 10; i++, opsC++) await cc.writeFile(`${D}/base-${i}.txt`, `C edit ${i}\n`);
+        await cc.writeFile(`${D}/base-15.txt`, 'C edit 15\n'); // A deletes it: modify beats delete
+        opsC++;
+        for (let i = 18; i < 20; i++, opsC++) await cc.remove(`${D}/base-${i}.txt`);
+        for (let i = 1; i < 5; i++, opsC++) await cc.rename(`${D}/base-${i}.txt`, `${D}/c-renamed-${i}.txt`);
+        await cc.mkdirp(`${D}/c-dir`);
+        opsC++;
+        for (let i = 0; i < 20; i++, opsC++) await cc.writeFile(`${D}/c-dir/f${i}`, `C dir ${i}\n`);
+      } finally {
+        cc.close();
+      }
+    } finally {
+      c.heal('c');
+    }
+    expect(opsA).toBe(100);
+    expect(opsC).toBe(100);
+    const t = await converged(D, 120_000);
+    const want = new Map<string, string>();
+    want.set(`${D}/base-0.txt`, 'base 0\n');
+    for (let i = 0; i < 46; i++) want.set(`${D}/a-new-${i}.txt`, i < 20 ? `A new ${i}, edited\n` : `A new ${i}\n`);
+    for (let i = 0; i < 47; i++) want.set(`${D}/c-new-${i}.txt`, i < 20 ? `C new ${i}, edited\n` : `C new ${i}\n`);
+    for (let i = 5; i < 10; i++) want.set(`${D}/base-${i}.txt`, `C edit ${i}\n`);
+    for (let i = 10; i < 15; i++) want.set(`${D}/a-renamed-${i}.txt`, `base ${i}\n`);
+    want.set(`${D}/base-15.txt`, 'C edit 15\n');
+    for (let i = 1; i < 5; i++) want.set(`${D}/c-renamed-${i}.txt`, `base ${i}\n`);
+    want.set(`${D}/a-dir/`, '');
+    want.set(`${D}/c-dir/`, '');
+    for (let i = 0; i < 20; i++) {
+      want.set(`${D}/a-dir/f${i}`, `A dir ${i}\n`);
+      want.set(`${D}/c-dir/f${i}`, `C dir ${i}\n`);
+    }
+    const copies = new Map([...t].filter(([k]) => k.includes('.gv-conflict-')));
+    const rest = new Map([...t].filter(([k]) => !k.includes('.gv-conflict-')));
+    expect([...rest.keys()].sort()).toEqual([...want.keys()].sort());
+    for (const [k, v] of want) expect(rest.get(k), k).toBe(v);
+    // A's five concurrent edits lost on mtime and are kept as conflict copies, one each.
+    expect(copies.size).toBe(5);
+    for (let i = 5; i < 10; i++) {
+      const mine = [...copies].filter(([k]) => k.startsWith(`${D}/base-${i}.gv-conflict-`));
+      expect(mine, `copy of base-${i}`).toHaveLength(1);
+      expect(mine[0]![1]).toBe(`A edit ${i}\n`);
+    }
+  }, 300_000);
 });
