@@ -3,9 +3,11 @@
  * created on one node and replicated through the catalog, data written through NFS on one node
  * and read back through NFS on the others.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { netnsSkipReason, startCluster, type TestCluster } from './harness/cluster.js';
+import { netnsSkipReason, startCluster, zoneDir, type TestCluster } from './harness/cluster.js';
 import { waitFor } from './harness/wait.js';
 
 const HOSTS = ['a', 'b', 'c'];
@@ -59,7 +61,11 @@ let c: TestCluster;
 
 describe.skipIf(SKIP !== null)('replication across three hosts', () => {
   beforeAll(async () => {
-    c = await startCluster({ hosts: ['a', 'b', 'c'], zoneCreate: 'first' });
+    c = await startCluster({
+      hosts: HOSTS, zoneCreate: 'first',
+      // B pulls at most 40 MB/s, so a 200 MB transfer is long enough to be interrupted.
+      configExtra: (h) => (h === 'b' ? '[replication]\nmax_bandwidth = "40M"\n' : ''),
+    });
   }, 180_000);
 
   afterAll(async () => {
@@ -217,4 +223,80 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
       expect(mine[0]![1]).toBe(`A edit ${i}\n`);
     }
   }, 300_000);
+
+  it('kill -9 of the pulling daemon in the middle of a 200 MB transfer, restart: converges, no partial file ever visible; a 1-byte change then moves about one block', async () => {
+    const size = 200 * 1024 * 1024;
+    const data = randomBytes(size);
+    const digest = createHash('sha256').update(data).digest('hex');
+    const target = path.join(zoneDir(c, 'b', 'tier-1'), 'big.bin');
+    // Watch B's copy of the file on its disk the whole time: absent, or complete.
+    let partialSeen: string | null = null;
+    let polls = 0;
+    const watch = setInterval(() => {
+      polls++;
+      try {
+        const st = fs.statSync(target);
+        if (st.size !== size && partialSeen === null) partialSeen = `size ${st.size} at poll ${polls}`;
+      } catch {
+        /* not there yet */
+      }
+    }, 20);
+    try {
+      const before = c.portBytes('b').toHost;
+      const a = await c.nfs('a');
+      try {
+        await a.writeFile('big.bin', data);
+      } finally {
+        a.close();
+      }
+      // Let B fetch part of it (its pulls are limited to 40 MB/s), then kill it.
+      await waitFor('B fetched 60 MB', () => (c.portBytes('b').toHost - before > 60 * 1024 * 1024 ? true : undefined), 60_000, 50);
+      await c.kill9('b');
+      const atKill = c.portBytes('b').toHost - before;
+      expect(fs.existsSync(target) ? fs.statSync(target).size : -1).not.toBe(size - 1);
+      await c.restart('b');
+      await waitFor('B has big.bin', () => {
+        try {
+          return fs.statSync(target).size === size ? true : undefined;
+        } catch {
+          return undefined;
+        }
+      }, 120_000, 100);
+      const total = c.portBytes('b').toHost - before;
+      console.log(`200 MB transfer: ${atKill} bytes reached B before kill -9, ${total} in all; ${polls} polls of B's copy`);
+      expect(createHash('sha256').update(fs.readFileSync(target)).digest('hex')).toBe(digest);
+      // Resumed: what was fetched before the kill was not fetched again (200 MB + a little, not 200 MB + what came before).
+      expect(total).toBeLessThan(size + atKill / 2);
+      expect(atKill).toBeGreaterThan(60 * 1024 * 1024);
+    } finally {
+      clearInterval(watch);
+    }
+    expect(partialSeen).toBeNull();
+    expect(polls).toBeGreaterThan(10);
+
+    // One byte changed in the middle: B and C each fetch about one 1 MiB block, not 200 MB.
+    for (const h of HOSTS) await c.waitQuiet('a', h).catch(() => undefined);
+    const wire = () => c.portBytes('b').toHost + c.portBytes('c').toHost;
+    const w0 = wire();
+    const a = await c.nfs('a');
+    try {
+      const fh = (await a.lookup('big.bin'))!;
+      const one = Buffer.from([data[size / 2]! ^ 0xff]);
+      const r = await a.client.write(fh, BigInt(size / 2), one, 2);
+      expect(r.status).toBe(0);
+    } finally {
+      a.close();
+    }
+    data[size / 2] ^= 0xff;
+    const digest2 = createHash('sha256').update(data).digest('hex');
+    for (const h of ['b', 'c']) {
+      const f = path.join(zoneDir(c, h, 'tier-1'), 'big.bin');
+      await waitFor(`${h} has the edit`, () => (fs.readFileSync(f).subarray(size / 2, size / 2 + 1).equals(data.subarray(size / 2, size / 2 + 1)) ? true : undefined), 60_000, 100);
+      expect(createHash('sha256').update(fs.readFileSync(f)).digest('hex')).toBe(digest2);
+    }
+    const moved = wire() - w0;
+    console.log(`1-byte edit of a 200 MB file: ${moved} bytes reached B and C together`);
+    expect(moved).toBeLessThan(2 * (1024 * 1024 + 512 * 1024));
+    expect(moved).toBeGreaterThan(2 * 1024 * 1024 - 1);
+  }, 400_000);
 });
