@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 /**
  * `npm run bench`: GrapeVineFS vs nfs-ganesha vs the local disk, in one run, through the libnfs
- * user-space client over loopback. Prints a table (or --json); asserts nothing. See bench/README.md.
+ * user-space client over loopback; then the replication bench (src/bench/replication.ts: two gvd in
+ * network namespaces, propagation latency, initial sync beside rsync, bytes for a 1-byte edit).
+ * Prints tables (or --json); asserts nothing. See bench/README.md.
  */
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -13,6 +15,7 @@ import { startGanesha } from './ganesha.js';
 import { startGvDaemon } from './gvDaemon.js';
 import { CleanupRegistry, runCommand } from './processes.js';
 import { buildRows, formatTable, toJson, type BenchReport } from './report.js';
+import { defaultReplicationOptions, formatReplicationTable, runReplicationBench, type ReplicationReport } from './replication.js';
 import { runSuite, type SuiteParams, type SystemResult } from './suite.js';
 import { localTarget, nfsTarget, SYSTEM_IDS, SYSTEM_LABELS, type BenchTarget, type SystemId } from './target.js';
 import { buildHelpers } from './tools.js';
@@ -21,6 +24,8 @@ export interface BenchOptions {
   json: boolean;
   quick: boolean;
   only: SystemId[];
+  /** run the replication bench (two gvd in network namespaces; `--only replication`) */
+  replication: boolean;
   runs: number;
   sizeMib: number;
   files: number;
@@ -41,12 +46,12 @@ function positiveInt(name: string, allowZero = false) {
   };
 }
 
-function systemList(v: string): SystemId[] {
+function systemList(v: string): (SystemId | 'replication')[] {
   const ids = v.split(',').map((s) => s.trim()).filter(Boolean);
   for (const id of ids) {
-    if (!(SYSTEM_IDS as readonly string[]).includes(id)) throw new InvalidArgumentError(`unknown system '${id}' (gv, ganesha, local)`);
+    if (id !== 'replication' && !(SYSTEM_IDS as readonly string[]).includes(id)) throw new InvalidArgumentError(`unknown system '${id}' (gv, ganesha, local, replication)`);
   }
-  return ids as SystemId[];
+  return ids as (SystemId | 'replication')[];
 }
 
 export function parseBenchArgs(argv: readonly string[]): BenchOptions {
@@ -54,7 +59,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     .description('GrapeVineFS vs nfs-ganesha vs local disk (libnfs client, loopback)')
     .option('--json', 'print the results as JSON instead of the table', false)
     .option('--quick', 'smaller sizes: 128 MiB big file, 300 small files', false)
-    .option('--only <systems>', 'comma list of gv, ganesha, local (default: all)', systemList)
+    .option('--only <systems>', 'comma list of gv, ganesha, local, replication (default: all)', systemList)
     .option('--runs <n>', 'repetitions per measurement (best and median are reported)', positiveInt('--runs'), 3)
     .option('--size-mib <n>', 'big file size in MiB (0 skips the big-file tests)', positiveInt('--size-mib', true))
     .option('--files <n>', 'small files per run (0 skips the small-file tests)', positiveInt('--files', true))
@@ -75,13 +80,14 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     throw new GvError('USAGE', e.message);
   }
   const o = program.opts<{
-    json: boolean; quick: boolean; only?: SystemId[]; runs: number; sizeMib?: number; files?: number;
+    json: boolean; quick: boolean; only?: (SystemId | 'replication')[]; runs: number; sizeMib?: number; files?: number;
     fileSize: number; baseDir: string; gvUrl?: string; cpuProf?: string | boolean; install: boolean; keep: boolean; logLevel: string;
   }>();
   return {
     json: o.json,
     quick: o.quick,
-    only: o.only?.length ? o.only : [...SYSTEM_IDS],
+    only: o.only?.length ? o.only.filter((x): x is SystemId => x !== 'replication') : [...SYSTEM_IDS],
+    replication: o.only?.length ? o.only.includes('replication') : true,
     runs: o.runs,
     sizeMib: o.sizeMib ?? (o.quick ? 128 : 1024),
     files: o.files ?? (o.quick ? 300 : 2000),
@@ -115,6 +121,8 @@ export async function runBench(opts: BenchOptions): Promise<number> {
   const notes: string[] = [];
   const systems: Partial<Record<SystemId, SystemResult>> = {};
   let profiles: ProfileSummary[] = [];
+  let replication: ReplicationReport | null = null;
+  const nfsSystems = opts.only.length > 0;
   const startedAt = new Date().toISOString();
   try {
     await mkdir(opts.baseDir, { recursive: true });
@@ -125,10 +133,10 @@ export async function runBench(opts: BenchOptions): Promise<number> {
       cleanup.add('scratch dir', () => rm(scratch, { recursive: true, force: true }));
     }
     log(`base dir ${base} (zone, ganesha export, local copies); scratch ${scratch}`);
-    const helpers = await buildHelpers(path.join(base, 'bin'));
     const bigBytes = opts.sizeMib * 1024 * 1024;
+    const helpers = nfsSystems ? await buildHelpers(path.join(base, 'bin')) : null;
     const sourceFile = path.join(scratch, 'source.bin');
-    if (bigBytes > 0) await runCommand([helpers.nfsio, 'write', sourceFile, String(bigBytes)], { timeoutMs: 300_000 });
+    if (helpers && bigBytes > 0) await runCommand([helpers.nfsio, 'write', sourceFile, String(bigBytes)], { timeoutMs: 300_000 });
     const params: SuiteParams = {
       runs: opts.runs, bigBytes, smallCount: opts.files, smallSize: opts.fileSize, scratchDir: scratch, sourceFile,
     };
@@ -136,7 +144,7 @@ export async function runBench(opts: BenchOptions): Promise<number> {
     const maxSeconds = 3600 + Math.ceil((bigBytes / 1048576) * opts.runs * 2) + opts.files * opts.runs;
 
     for (const system of ['ganesha', 'gv', 'local'] as const) {
-      if (!opts.only.includes(system)) continue;
+      if (!opts.only.includes(system) || !helpers) continue;
       log(`--- ${SYSTEM_LABELS[system]} ---`);
       let target: BenchTarget;
       try {
@@ -192,7 +200,17 @@ export async function runBench(opts: BenchOptions): Promise<number> {
         }
       }
     }
+    if (opts.replication) {
+      log('--- replication ---');
+      replication = await runReplicationBench({
+        ...defaultReplicationOptions(opts.quick, { baseDir: path.join(base, 'replication'), cleanup, log, logLevel: opts.logLevel }),
+        keep: opts.keep,
+        ...(opts.sizeMib !== (opts.quick ? 128 : 1024) ? { bigBytes } : {}),
+        ...(opts.files !== (opts.quick ? 300 : 2000) ? { smallCount: opts.files } : {}),
+      });
+    }
     if (opts.keep) notes.push(`kept ${base} and ${scratch}`);
+    if (opts.keep && replication) replication.notes.push(`kept ${path.join(base, 'replication')} (cluster configs, state, daemon logs)`);
 
     const report: BenchReport = {
       startedAt,
@@ -202,12 +220,14 @@ export async function runBench(opts: BenchOptions): Promise<number> {
       notes,
     };
     if (opts.json) {
-      process.stdout.write(`${toJson({ ...report, ...(profiles.length ? { cpuProfiles: profiles } : {}) } as BenchReport)}\n`);
+      process.stdout.write(`${toJson({ ...report, ...(profiles.length ? { cpuProfiles: profiles } : {}), ...(replication ? { replication } : {}) } as BenchReport)}\n`);
     } else {
-      process.stdout.write(`${formatTable(report)}\n`);
+      if (nfsSystems) process.stdout.write(`${formatTable(report)}\n`);
       if (profiles.length) process.stdout.write(`\n${formatProfiles(profiles)}\n`);
+      if (replication) process.stdout.write(`${nfsSystems ? '\n' : ''}${formatReplicationTable(replication)}\n`);
     }
-    const failed = Object.values(systems).some((r) => r && !r.skipped && Object.keys(r.errors).length > 0);
+    const failed = Object.values(systems).some((r) => r && !r.skipped && Object.keys(r.errors).length > 0) ||
+      (replication !== null && !replication.skipped && Object.keys(replication.errors).length > 0);
     return failed ? 1 : 0;
   } finally {
     await cleanup.runAll(log);
