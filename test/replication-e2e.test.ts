@@ -26,6 +26,9 @@ async function tree(host: string, dir = ''): Promise<Map<string, string>> {
         if (st.type === 2) {
           out.set(p + '/', '');
           await walk(p, depth + 1);
+        } else if (st.type === 5) {
+          const l = await nfs.client.readlink((await nfs.lookup(p))!);
+          out.set(p, `-> ${l.ok?.target}`);
         } else out.set(p, (await nfs.readFile(p)).toString('latin1'));
       }
     };
@@ -44,7 +47,11 @@ async function converged(dir: string, ms = 60_000): Promise<Map<string, string>>
   let last: Map<string, string>[] = [];
   try {
     await waitFor(`hosts converge on ${dir || '/'}`, async () => {
-      last = await Promise.all(HOSTS.map((h) => tree(h, dir)));
+      try {
+        last = await Promise.all(HOSTS.map((h) => tree(h, dir)));
+      } catch {
+        return undefined; // not there yet on some host
+      }
       return last.every((t) => same(t, last[0]!)) ? true : undefined;
     }, ms, 250);
   } catch (err) {
@@ -299,4 +306,76 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
     expect(moved).toBeLessThan(2 * (1024 * 1024 + 512 * 1024));
     expect(moved).toBeGreaterThan(2 * 1024 * 1024 - 1);
   }, 400_000);
+
+  it('directories, empty files, symlinks, and a rename and a delete of a 1,000-entry tree replicate', async () => {
+    const a = await c.nfs('a');
+    try {
+      for (let d = 0; d < 10; d++) {
+        await a.mkdirp(`tree/d${d}`);
+        for (let f = 0; f < 99; f++) await a.writeFile(`tree/d${d}/f${f}`, f % 10 === 0 ? '' : `tree ${d}/${f}\n`);
+      }
+      const t = (await a.lookup('tree'))!;
+      expect((await a.client.symlink(t, 'link', 'd0/f1')).status).toBe(0);
+      expect((await a.client.mkdir(t, 'empty-dir')).status).toBe(0);
+    } finally {
+      a.close();
+    }
+    const t1 = await converged('tree', 120_000);
+    expect(t1.size).toBe(10 + 990 + 2);
+    expect(t1.get('tree/link')).toBe('-> d0/f1');
+    expect(t1.get('tree/d3/f20')).toBe('');
+    expect(t1.get('tree/empty-dir/')).toBe('');
+    // The rename is one rename on the other nodes too: B's directory keeps its inode.
+    const bTree = path.join(zoneDir(c, 'b', 'tier-1'), 'tree');
+    const ino = fs.statSync(bTree).ino;
+    const a2 = await c.nfs('a');
+    try {
+      await a2.rename('tree', 'tree-moved');
+    } finally {
+      a2.close();
+    }
+    const t2 = await converged('tree-moved', 60_000);
+    expect(t2.size).toBe(t1.size);
+    expect(fs.statSync(path.join(zoneDir(c, 'b', 'tier-1'), 'tree-moved')).ino).toBe(ino);
+    expect(fs.existsSync(bTree)).toBe(false);
+    // Delete the whole tree on A (as rm -rf does: children first).
+    const a3 = await c.nfs('a');
+    try {
+      const rm = async (p: string): Promise<void> => {
+        const st = await a3.stat(p);
+        if (st?.type === 2) for (const n of await a3.list(p)) await rm(`${p}/${n}`);
+        await a3.remove(p);
+      };
+      await rm('tree-moved');
+    } finally {
+      a3.close();
+    }
+    await waitFor('tree gone everywhere', () => (HOSTS.every((h) => !fs.existsSync(path.join(zoneDir(c, h, 'tier-1'), 'tree-moved'))) ? true : undefined), 60_000, 200);
+  }, 300_000);
+
+  it('the catalog replicates: a zone created on B for a and b is served by A; C (not a member) gets no copy', async () => {
+    const r = await c.gv('b', ['zone', 'create', 'tier-2', '--quota', '1G', '--nodes', 'a,b']);
+    expect(r.code, r.stderr).toBe(0);
+    await waitFor('A serves tier-2', async () => {
+      const l = await c.gv('a', ['zone', 'list', '--json']);
+      const z = JSON.parse(l.stdout).zones.find((x: { name: string }) => x.name === 'tier-2');
+      return z?.backing ? true : undefined;
+    }, 60_000, 250);
+    const b = await c.nfs('b', 'tier-2');
+    const data = randomBytes(100_000);
+    try {
+      await b.writeFile('from-b.bin', data);
+    } finally {
+      b.close();
+    }
+    await c.waitContent('a', 'from-b.bin', data, 30_000, 'tier-2');
+    const l = await c.gv('c', ['zone', 'list', '--json']);
+    const zc = JSON.parse(l.stdout).zones.find((x: { name: string }) => x.name === 'tier-2');
+    expect(zc).toBeDefined();
+    expect(zc.backing).toBeNull();
+    expect(fs.existsSync(zoneDir(c, 'c', 'tier-2'))).toBe(false);
+    // gv zone sync --wait on A returns once A has everything B advertises.
+    const s = await c.syncZone('a', 'tier-2', 30_000);
+    expect(s.code).toBe(0);
+  }, 180_000);
 });
