@@ -378,4 +378,50 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
     const s = await c.syncZone('a', 'tier-2', 30_000);
     expect(s.code).toBe(0);
   }, 180_000);
+
+  it('pull before write: a write on B to a file B is still pulling gets NFS3ERR_JUKEBOX, and succeeds once the pull landed', async () => {
+    const size = 120 * 1024 * 1024;
+    const data = randomBytes(size);
+    const staging = path.join(zoneDir(c, 'b', 'tier-1'), '.grapevine', 'tmp');
+    const target = path.join(zoneDir(c, 'b', 'tier-1'), 'jb.bin');
+    const a = await c.nfs('a');
+    try {
+      await a.writeFile('jb.bin', data);
+    } finally {
+      a.close();
+    }
+    // B (40 MB/s) is transferring it: its temporary file grows in the staging area.
+    await waitFor('B pulling jb.bin', () => {
+      try {
+        return fs.readdirSync(staging).some((n) => fs.statSync(path.join(staging, n)).size > 8 * 1024 * 1024) ? true : undefined;
+      } catch {
+        return undefined;
+      }
+    }, 60_000, 20);
+    const b = await c.nfs('b');
+    try {
+      const r = await b.client.create(b.root, 'jb.bin', { mode: 'unchecked' });
+      expect(r.status).toBe(10008); // NFS3ERR_JUKEBOX: pull_wait_ms (1 s) passed with the pull still running
+      expect(fs.existsSync(target) ? fs.statSync(target).size : size).toBe(size); // nothing half-written appeared
+      await waitFor('B has jb.bin', () => (fs.existsSync(target) && fs.statSync(target).size === size ? true : undefined), 60_000, 50);
+      const r2 = await b.client.create(b.root, 'jb.bin', { mode: 'unchecked' });
+      expect(r2.status).toBe(0);
+      const w = await b.client.write(r2.ok!.fh!, BigInt(size), Buffer.from('tail from B'), 2);
+      expect(w.status).toBe(0);
+    } finally {
+      b.close();
+    }
+    // B's write came after the version it pulled: it replaces it everywhere, no conflict copy.
+    const want = Buffer.concat([data, Buffer.from('tail from B')]);
+    await c.waitContent('a', 'jb.bin', want, 60_000);
+    const names = await (async () => {
+      const n = await c.nfs('a');
+      try {
+        return await n.list('');
+      } finally {
+        n.close();
+      }
+    })();
+    expect(names.filter((x) => x.startsWith('jb.gv-conflict-'))).toEqual([]);
+  }, 300_000);
 });
