@@ -223,6 +223,8 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
       const source = new LocalSource({
         zones: () => liveZones().map((z) => ({ name: z.name, root: z.root, journal: z.att.journal })),
         catalog: catalogSnapshotFor(service.catalog),
+        // A zone's data goes to its members only (the catalog itself goes to every cluster node).
+        mayRead: (caller, zone) => service.catalog.get(zone)?.members.includes(caller.nodeName) ?? false,
       });
       const elpRef = () => elp;
       peer = await startPeerService({

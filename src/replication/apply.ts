@@ -23,7 +23,7 @@ import type { IndexEntry } from '../journal/index-store.js';
 import { typeOfMode, type ZoneJournal } from '../journal/zone-journal.js';
 import { TokenBucket } from './bandwidth.js';
 import { conflictPath, isConflictPath, originalOf, wins } from './conflict.js';
-import { assembleFile, newFetchStats, type FetchContext, type FetchStats } from './fetch.js';
+import { assembleFile, BlockMap, newFetchStats, type FetchContext, type FetchStats } from './fetch.js';
 import { absOf, badPath, baseOf, parentOf, parentsOk } from './paths.js';
 import { MAX_ENTRIES, MAX_INLINE, type RemoteEntry, type ReplicaSource } from './source.js';
 import { ensureStaging, stagingDir, syncFileSystem, uniqueTemp } from './staging.js';
@@ -51,6 +51,8 @@ export interface ApplierOptions {
   onFetched?: (bytes: number) => void;
   /** Bytes the entries just fetched will need (status: bytes to fetch). */
   onPlanned?: (bytes: number) => void;
+  /** True once the service is stopping: the pull ends at the next step (or block). */
+  stopped?: () => boolean;
 }
 
 export interface ApplyStats extends FetchStats {
@@ -71,7 +73,7 @@ const REDECIDE_DELAYS = [20, 60, 150, 300, 600, 1200];
 /** What to do about one path. */
 type Plan =
   | { op: 'skip' }
-  | { op: 'merge'; p: Buffer; local: IndexEntry; vector: VersionVector; origin: string }
+  | { op: 'merge'; p: Buffer; local: IndexEntry; vector: VersionVector; origin: string; mode?: number; mtimeNs?: bigint }
   | {
     op: 'put'; p: Buffer; r: RemoteEntry; local: IndexEntry | undefined; localIsLink: boolean; vector: VersionVector;
     /** Move what is here aside first (it lost a conflict). */
@@ -82,6 +84,15 @@ type Plan =
   };
 
 type PutPlan = Extract<Plan, { op: 'put' }>;
+
+/** Consecutive content rows rows[start..end) and their paths' entries (asked for already). */
+interface ContentRun {
+  start: number;
+  end: number;
+  paths: Buffer[];
+  kinds: Map<string, ChangeKind>;
+  entries: Promise<(RemoteEntry | null)[]>;
+}
 
 const key = (p: Buffer): string => p.toString('latin1');
 
@@ -96,8 +107,15 @@ function kindFor(r: RemoteEntry, rowKind: ChangeKind | undefined, had: boolean):
   }
 }
 
-function toSeconds(ns: bigint): number {
-  return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
+/**
+ * Seconds for utimes that land exactly on `ns` truncated to the microsecond: Node passes a double
+ * and libuv keeps whole microseconds, so aim at the middle of the microsecond (a double's error
+ * at today's dates is ~0.1 µs). Applying the result again gives the same mtime, so every replica
+ * of a version has the same one (conflict.ts compares mtimes in microseconds for that reason).
+ */
+export function toSeconds(ns: bigint): number {
+  const frac = ns % 1_000_000_000n;
+  return Number(ns / 1_000_000_000n) + (Number(frac - (frac % 1000n)) + 500) / 1e9;
 }
 
 export class ZoneApplier {
@@ -112,11 +130,14 @@ export class ZoneApplier {
    * as the peer had it), its contents are asked for under the new name.
    */
   private readonly goneRemotely = new Set<string>();
+  /** Blocks present locally (built on first need in a pull, kept up to date while it runs). */
+  private blocks: BlockMap;
 
   constructor(private readonly zone: ApplyZone, private readonly opts: ApplierOptions = {}) {
     this.opts = { ...opts };
     this.rootBuf = Buffer.from(path.resolve(zone.root));
     this.bucket = opts.bucket ?? new TokenBucket(undefined);
+    this.blocks = new BlockMap(zone.journal);
   }
 
   get j(): ZoneJournal {
@@ -137,6 +158,7 @@ export class ZoneApplier {
   /** A new pull starts: forget what the last one learnt about its peer. */
   beginPull(): void {
     this.goneRemotely.clear();
+    this.blocks = new BlockMap(this.zone.journal);
   }
 
   /**
@@ -144,43 +166,72 @@ export class ZoneApplier {
    * version up to which everything is applied (the caller persists its cursor).
    */
   async apply(source: ReplicaSource, rows: readonly ChangeRow[], onDone?: (version: bigint) => void): Promise<void> {
-    let i = 0;
-    while (i < rows.length) {
-      const row = rows[i]!;
-      this.stats.rows++;
-      const bad = badPath(row.path) ?? (row.kind === 'rename' ? (row.toPath ? badPath(row.toPath) : 'rename without a destination') : null);
-      if (bad) {
-        this.stats.refused++;
-        this.warn({ path: row.path.toString('latin1').slice(0, 200), why: bad, version: String(row.version) }, 'refused a change row from a peer');
-        onDone?.(row.version);
-        i++;
-        continue;
-      }
-      if (CONTENT.has(row.kind)) {
-        // A run of content rows: their current entries in one call.
-        let end = i + 1;
-        const paths = new Map<string, Buffer>([[key(row.path), row.path]]);
-        const kinds = new Map<string, ChangeKind>([[key(row.path), row.kind]]);
-        while (end < rows.length && CONTENT.has(rows[end]!.kind) && paths.size < MAX_ENTRIES) {
-          const r = rows[end]!;
-          if (badPath(r.path)) break;
-          paths.set(key(r.path), r.path);
-          kinds.set(key(r.path), r.kind);
-          end++;
+    let prefetched: ContentRun | null = null;
+    try {
+      let i = 0;
+      while (i < rows.length) {
+        if (this.opts.stopped?.()) throw new GvError('EAGAIN', 'replication is stopping');
+        const row = rows[i]!;
+        this.stats.rows++;
+        const bad = badPath(row.path) ?? (row.kind === 'rename' ? (row.toPath ? badPath(row.toPath) : 'rename without a destination') : null);
+        if (bad) {
+          this.stats.refused++;
+          this.warn({ path: row.path.toString('latin1').slice(0, 200), why: bad, version: String(row.version) }, 'refused a change row from a peer');
+          onDone?.(row.version);
+          i++;
+          continue;
         }
-        this.stats.rows += end - i - 1;
-        await this.contentRun(source, [...paths.values()], kinds, rows.slice(end));
-        onDone?.(rows[end - 1]!.version);
-        i = end;
-        continue;
+        if (CONTENT.has(row.kind)) {
+          // A run of content rows: their current entries in one call, the next run's asked for
+          // while this one is applied (the peer's answer overlaps our disk work).
+          const run: ContentRun = prefetched?.start === i ? prefetched : this.contentRunAt(source, rows, i);
+          const following = this.nextContentStart(rows, run.end);
+          prefetched = following >= 0 ? this.contentRunAt(source, rows, following) : null;
+          this.stats.rows += run.end - i - 1;
+          await this.contentRun(source, run.paths, run.kinds, rows.slice(run.end), run.entries);
+          onDone?.(rows[run.end - 1]!.version);
+          i = run.end;
+          continue;
+        }
+        // A run of removes and renames: as many as go through in one journal task.
+        const { next, fallback } = await this.structuralRun(rows, i);
+        this.stats.rows += next - i - 1;
+        if (fallback) await this.contentRun(source, [fallback, ...this.goneUnder(rows[next - 1]!.path, fallback)], new Map(), rows.slice(next));
+        onDone?.(rows[next - 1]!.version);
+        i = next;
       }
-      // A run of removes and renames: as many as go through in one journal task.
-      const { next, fallback } = await this.structuralRun(rows, i);
-      this.stats.rows += next - i - 1;
-      if (fallback) await this.contentRun(source, [fallback, ...this.goneUnder(rows[next - 1]!.path, fallback)], new Map(), rows.slice(next));
-      onDone?.(rows[next - 1]!.version);
-      i = next;
+    } finally {
+      // A prefetch left unused must not reject unobserved.
+      (prefetched as ContentRun | null)?.entries.catch(() => undefined);
     }
+  }
+
+  /** The content run starting at rows[start] (distinct paths, at most MAX_ENTRIES), its entries asked for now. */
+  private contentRunAt(source: ReplicaSource, rows: readonly ChangeRow[], start: number): ContentRun {
+    let end = start + 1;
+    const first = rows[start]!;
+    const paths = new Map<string, Buffer>([[key(first.path), first.path]]);
+    const kinds = new Map<string, ChangeKind>([[key(first.path), first.kind]]);
+    while (end < rows.length && CONTENT.has(rows[end]!.kind) && paths.size < MAX_ENTRIES) {
+      const r = rows[end]!;
+      if (badPath(r.path)) break;
+      paths.set(key(r.path), r.path);
+      kinds.set(key(r.path), r.kind);
+      end++;
+    }
+    const list = [...paths.values()];
+    const entries = this.entries(source, list);
+    entries.catch(() => undefined);
+    return { start, end, paths: list, kinds, entries };
+  }
+
+  /** Index of the next content row with an acceptable path at or after `from`, else -1. */
+  private nextContentStart(rows: readonly ChangeRow[], from: number): number {
+    for (let k = from; k < rows.length; k++) {
+      const r = rows[k]!;
+      if (CONTENT.has(r.kind) && !badPath(r.path)) return k;
+    }
+    return -1;
   }
 
   // ---------------------------------------------------------------- deciding
@@ -223,13 +274,24 @@ export class ZoneApplier {
     if (l) {
       const c = compare(r.vector, l.vector);
       if (c === 'equal' || c === 'before') return { op: 'skip' };
-      if (c === 'after') return { op: 'put', p, r, local: l, localIsLink: isLink, vector: r.vector };
+      if (c === 'after') {
+        // Same bytes (a chmod, a touch): changed in place, nothing copied.
+        if (!isLink && l.type === 'file' && r.type === 'file' && l.size === r.size && l.hashes && r.hashes && l.hashes.equals(r.hashes)) {
+          return { op: 'merge', p, local: l, vector: r.vector, origin: r.origin, mode: r.mode & 0o7777, mtimeNs: r.mtimeNs };
+        }
+        return { op: 'put', p, r, local: l, localIsLink: isLink, vector: r.vector };
+      }
       // Concurrent.
       this.stats.conflicts++;
       const merged = merge(l.vector, r.vector);
       const remoteWins = wins(r, l);
+      if (l.type === 'dir' && r.type === 'dir') {
+        // Two directories of one name are one directory: merged, the winner's mode.
+        return { op: 'merge', p, local: l, vector: merged, origin: remoteWins ? r.origin : l.origin, mode: remoteWins ? r.mode & 0o7777 : undefined };
+      }
       if (!isLink && this.sameContent(l, r, p)) {
-        return { op: 'merge', p, local: l, vector: merged, origin: remoteWins ? r.origin : l.origin };
+        // Same content: one version now, with the winner's mtime (so every node has the same).
+        return { op: 'merge', p, local: l, vector: merged, origin: remoteWins ? r.origin : l.origin, mtimeNs: remoteWins && l.type === 'file' ? r.mtimeNs : undefined };
       }
       if (isConflictPath(p) || isLink) {
         // A conflict copy never gets its own: the winner simply replaces the loser.
@@ -323,10 +385,13 @@ export class ZoneApplier {
 
   // ---------------------------------------------------------------- content
 
-  private async contentRun(source: ReplicaSource, paths: Buffer[], kinds: Map<string, ChangeKind>, later: readonly ChangeRow[]): Promise<void> {
+  private async contentRun(
+    source: ReplicaSource, paths: Buffer[], kinds: Map<string, ChangeKind>, later: readonly ChangeRow[],
+    asked?: Promise<(RemoteEntry | null)[]>,
+  ): Promise<void> {
     let todo = paths;
     for (let round = 0; todo.length > 0; round++) {
-      const entries = await this.entries(source, todo);
+      const entries = round === 0 && asked ? [...(await asked)] : await this.entries(source, todo);
       // Gone on the peer: follow later renames in this page (a directory renamed after its
       // contents were written); else the row's removal follows.
       const gone: Buffer[] = [];
@@ -374,7 +439,8 @@ export class ZoneApplier {
     ensureStaging(this.zone.root);
     const ctx: FetchContext = {
       zone: this.zone.name, root: this.zone.root, rootBuf: this.rootBuf, journal: this.j, source, bucket: this.bucket,
-      stats: this.stats, onFetched: this.opts.onFetched, blockConcurrency: this.opts.blockConcurrency,
+      stats: this.stats, onFetched: this.opts.onFetched, blockConcurrency: this.opts.blockConcurrency, stopped: this.opts.stopped,
+      blocks: this.blocks,
     };
     let next = 0;
     // Many small files: written without an fsync each, then one syncfs for the batch.
@@ -423,7 +489,10 @@ export class ZoneApplier {
     const of = pl.r.linkOf;
     if (!of || pl.r.type !== 'file' || badPath(of)) return false;
     const there = this.j.index.byPath(of);
-    return !!there && there.type === 'file' && compare(there.vector, pl.r.vector) === 'equal';
+    if (!there || there.type !== 'file' || there.size !== pl.r.size || !there.hashes || !pl.r.hashes || !there.hashes.equals(pl.r.hashes)) return false;
+    // The same object as the peer's (a link bumps the object's vector: ours may be just before).
+    const c = compare(there.vector, pl.r.vector);
+    return c === 'equal' || c === 'before';
   }
 
   /** True when the disk and the index at `p` are still what the plan was decided on. */
@@ -469,9 +538,18 @@ export class ZoneApplier {
     return retry;
   }
 
-  private placeMerge(pl: { p: Buffer; local: IndexEntry; vector: VersionVector; origin: string }): boolean {
+  private placeMerge(pl: { p: Buffer; local: IndexEntry; vector: VersionVector; origin: string; mode?: number; mtimeNs?: bigint }): boolean {
     if (!this.unchanged(pl.p, pl.local, false)) return false;
-    const l = pl.local;
+    let l = pl.local;
+    const abs = absOf(this.rootBuf, pl.p);
+    if (pl.mode !== undefined && pl.mode !== l.mode) {
+      fs.chmodSync(abs, pl.mode);
+      l = { ...l, mode: pl.mode };
+    }
+    if (pl.mtimeNs !== undefined && pl.mtimeNs !== l.mtimeNs) {
+      fs.utimesSync(abs, Date.now() / 1000, toSeconds(pl.mtimeNs));
+      l = { ...l, mtimeNs: fs.lstatSync(abs, { bigint: true }).mtimeNs };
+    }
     this.j.commit({
       kind: 'setattr', fileid: l.fileid, path: pl.p, toPath: null, type: l.type, size: l.size, mtimeNs: l.mtimeNs,
       mode: l.mode, hashes: l.hashes, target: null, origin: pl.origin, vector: pl.vector,
@@ -493,6 +571,7 @@ export class ZoneApplier {
         return true;
       }
       if (!parentsOk(this.rootBuf, p, true, made)) return false;
+      this.journalMade(made);
     }
     if (!this.unchanged(p, pl.local, pl.localIsLink, r)) return false;
     if (pl.then && !this.unchanged(pl.then.p, pl.then.local, false)) return false;
@@ -549,7 +628,10 @@ export class ZoneApplier {
       this.j.commit({
         kind: 'link', fileid: asLinkOf.fileid, path: p, toPath: null, type: 'file', size: asLinkOf.size, mtimeNs: asLinkOf.mtimeNs,
         mode: asLinkOf.mode, hashes: asLinkOf.hashes, target: null, origin: r.origin, vector: r.vector,
-      }, { put: asLinkOf, delete: replaced && replaced.fileid !== asLinkOf.fileid ? replaced.fileid : undefined });
+      }, {
+        put: { ...asLinkOf, vector: pl.vector, origin: r.origin },
+        delete: replaced && replaced.fileid !== asLinkOf.fileid ? replaced.fileid : undefined,
+      });
     } else {
       const entry: IndexEntry = {
         fileid: placedIno, path: p, type: r.type, size: r.type === 'file' ? st.size : st.size, mtimeNs: st.mtimeNs, ino: placedIno,
@@ -563,10 +645,30 @@ export class ZoneApplier {
         put: entry, delete: replaced?.fileid,
         deleteUnder: replaced?.type === 'dir' ? p : undefined,
       });
+      this.blocks.add(p, entry.hashes);
     }
     this.stats.applied++;
     if (pl.then) this.placeMerge(pl.then);
     return true;
+  }
+
+  /**
+   * Journal directories made as a last resort (a parent missing here): as this node's own new
+   * directories (after any removal at their path); their own rows, when they come, merge.
+   */
+  private journalMade(made: Buffer[]): void {
+    for (const d of made) {
+      const st = fs.lstatSync(absOf(this.rootBuf, d), { bigint: true });
+      const vector = this.j.nextVector(this.j.tombstone(d)?.vector);
+      const entry: IndexEntry = {
+        fileid: st.ino, path: d, type: 'dir', size: st.size, mtimeNs: st.mtimeNs, ino: st.ino, mode: Number(st.mode & 0o7777n),
+        vector, hashes: null, origin: this.j.nodeId,
+      };
+      this.j.commit({
+        kind: 'mkdir', fileid: st.ino, path: d, toPath: null, type: 'dir', size: st.size, mtimeNs: st.mtimeNs, mode: entry.mode,
+        hashes: null, target: null, origin: this.j.nodeId, vector,
+      }, { put: entry });
+    }
   }
 
   /** The first parent of `p` that exists here as something other than a directory. */
@@ -581,14 +683,21 @@ export class ZoneApplier {
 
   /** Rename the local object at `p` to its conflict name `to`, journaled with its own vector and origin. */
   private moveAside(local: IndexEntry, p: Buffer, to: Buffer): void {
+    let there: IndexEntry | undefined;
     if (fs.lstatSync(absOf(this.rootBuf, to), { throwIfNoEntry: false })) {
-      throw new GvError('EEXIST', `conflict copy ${to.toString()} exists already`);
+      // The same conflict copy may have arrived already from a node that resolved it first: the
+      // same version then, replaced by this one (the rename keeps one object).
+      there = this.j.index.byPath(to);
+      if (!there || there.type !== local.type || compare(there.vector, local.vector) !== 'equal' || local.type === 'dir') {
+        throw new GvError('EEXIST', `conflict copy ${to.toString()} exists already`);
+      }
     }
     fs.renameSync(absOf(this.rootBuf, p), absOf(this.rootBuf, to));
+    const dup = there && there.fileid !== local.fileid ? there.fileid : undefined;
     this.j.commit({
       kind: 'rename', fileid: local.fileid, path: p, toPath: to, type: local.type, size: local.size, mtimeNs: local.mtimeNs,
       mode: local.mode, hashes: local.hashes, target: null, origin: local.origin, vector: local.vector,
-    }, { put: { ...local, path: to }, movePrefix: local.type === 'dir' ? { from: p, to } : undefined });
+    }, { put: { ...local, path: to }, delete: dup, movePrefix: local.type === 'dir' ? { from: p, to } : undefined });
   }
 
   // ---------------------------------------------------------------- removes and renames
@@ -675,9 +784,10 @@ export class ZoneApplier {
           fs.rmdirSync(abs);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
-          // Content the remote did not know of: the directory stays (modify beats delete).
+          // Content the remote did not know of: the directory stays (modify beats delete), as a
+          // version after the removal, so the remover takes it back.
           this.stats.conflicts++;
-          this.placeMerge({ p, local: l, vector: merge(l.vector, v), origin: l.origin });
+          this.placeMerge({ p, local: l, vector: this.j.nextVector(merge(l.vector, v)), origin: this.j.nodeId });
           return 'done';
         }
       } else fs.unlinkSync(abs);
@@ -716,7 +826,9 @@ export class ZoneApplier {
         this.warn({ path: to.toString() }, 'refused: a parent is not a directory here');
         return 'done';
       }
-      if (!parentsOk(this.rootBuf, to, true)) return 'retry';
+      const made: Buffer[] = [];
+      if (!parentsOk(this.rootBuf, to, true, made)) return 'retry';
+      this.journalMade(made);
     }
     {
       try {

@@ -20,9 +20,15 @@ export function isConflictPath(rel: Buffer): boolean {
   return CONFLICT_RE.test(baseOf(rel).toString('latin1'));
 }
 
-/** True when side `a` wins over `b`. */
+/**
+ * True when side `a` wins over `b`. Mtimes compare in whole microseconds: replicas carry the
+ * origin's mtime truncated to the microsecond (what utimes can set), so every node compares the
+ * same numbers.
+ */
 export function wins(a: Side, b: Side): boolean {
-  if (a.mtimeNs !== b.mtimeNs) return a.mtimeNs > b.mtimeNs;
+  const ma = a.mtimeNs / 1000n;
+  const mb = b.mtimeNs / 1000n;
+  if (ma !== mb) return ma > mb;
   return a.origin > b.origin;
 }
 

@@ -4,6 +4,8 @@
 import type { GvDatabase, Statement } from '../journal/db.js';
 
 export class PeerCursors {
+  /** Applied versions not persisted yet (persisted by a journal task behind the rows they cover). */
+  private readonly mem = new Map<string, bigint>();
   private readonly sGet: Statement;
   private readonly sPut: Statement;
 
@@ -16,7 +18,14 @@ export class PeerCursors {
   }
 
   get(zone: string, peer: string): bigint {
+    const m = this.mem.get(`${zone}\0${peer}`);
+    if (m !== undefined) return m;
     return (this.sGet.get(zone, peer) as bigint | undefined) ?? 0n;
+  }
+
+  /** Everything up to `version` is applied (in memory now; `set` persists it). */
+  note(zone: string, peer: string, version: bigint): void {
+    this.mem.set(`${zone}\0${peer}`, version);
   }
 
   set(zone: string, peer: string, version: bigint): void {

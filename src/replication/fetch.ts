@@ -45,27 +45,51 @@ export interface FetchContext {
   onFetched?: (bytes: number) => void;
   /** Parallel block requests per file. */
   blockConcurrency?: number;
-  /** Lazily built: block digest (binary latin1 key) → a local file and block index holding it. */
-  blockMap?: Map<string, { path: Buffer; i: number }>;
+  /** True once the transfer should end (the service stops): checked between blocks. */
+  stopped?: () => boolean;
+  /** The zone-wide block map (digest → a local file and block holding it), built once, kept by the caller. */
+  blocks?: BlockMap;
+}
+
+/** Zones with more indexed objects than this skip the zone-wide map (memory); the old version of a path is still used. */
+const BLOCK_MAP_MAX_OBJECTS = 500_000;
+
+/**
+ * Block digest (binary, as a latin1 key) → a local file and block index that held it when seen.
+ * Built lazily from the index on first need; files placed later are added. Entries may go stale
+ * (a file changed or went): every use re-reads and re-hashes the block.
+ */
+export class BlockMap {
+  private map: Map<string, { path: Buffer; i: number }> | null = null;
+
+  constructor(private readonly journal: ZoneJournal) {}
+
+  get(digest: Buffer): { path: Buffer; i: number } | undefined {
+    if (!this.map) this.build();
+    return this.map!.get(digest.toString('latin1'));
+  }
+
+  /** A file now holds these blocks (only once the map is built; until then the index has it). */
+  add(path: Buffer, hashes: Buffer | null): void {
+    if (!this.map || !hashes) return;
+    const n = Math.floor(hashes.length / DIGEST_SIZE);
+    for (let i = 0; i < n; i++) {
+      const k = digestAt(hashes, i).toString('latin1');
+      if (!this.map.has(k)) this.map.set(k, { path, i });
+    }
+  }
+
+  private build(): void {
+    const m = new Map<string, { path: Buffer; i: number }>();
+    this.map = m;
+    if (this.journal.index.count() > BLOCK_MAP_MAX_OBJECTS) return;
+    for (const e of this.journal.index.all()) {
+      if (e.type === 'file') this.add(e.path, e.hashes);
+    }
+  }
 }
 
 const sha = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
-
-/** Build the zone-wide digest → (file, block) map from the index (once per context). */
-function blockMap(ctx: FetchContext): Map<string, { path: Buffer; i: number }> {
-  if (ctx.blockMap) return ctx.blockMap;
-  const m = new Map<string, { path: Buffer; i: number }>();
-  for (const e of ctx.journal.index.all()) {
-    if (e.type !== 'file' || !e.hashes) continue;
-    const n = Math.floor(e.hashes.length / DIGEST_SIZE);
-    for (let i = 0; i < n; i++) {
-      const k = digestAt(e.hashes, i).toString('latin1');
-      if (!m.has(k)) m.set(k, { path: e.path, i });
-    }
-  }
-  ctx.blockMap = m;
-  return m;
-}
 
 /** Read `len` bytes at block `i` of local file `rel`, if it is still there and hashes to `want`. */
 async function readLocal(ctx: FetchContext, rel: Buffer, i: number, len: number, want: Buffer, into: Buffer): Promise<boolean> {
@@ -90,7 +114,7 @@ async function readLocal(ctx: FetchContext, rel: Buffer, i: number, len: number,
 }
 
 /** Where to take block `i` locally: its index in the old version of the path, or any file's. */
-function localCandidates(ctx: FetchContext, want: Buffer, old: IndexEntry | undefined, i: number): { path: Buffer; i: number }[] {
+function localCandidates(want: Buffer, old: IndexEntry | undefined, i: number): { path: Buffer; i: number }[] {
   const out: { path: Buffer; i: number }[] = [];
   if (old?.hashes && old.type === 'file') {
     const n = Math.floor(old.hashes.length / DIGEST_SIZE);
@@ -149,6 +173,7 @@ export async function assembleFile(
     };
     const run = async (buf: Buffer): Promise<void> => {
       for (let i = next++; i < n; i = next++) {
+        if (ctx.stopped?.()) throw new GvError('EAGAIN', 'transfer stopped');
         const off = i * BLOCK_SIZE;
         const len = Math.min(BLOCK_SIZE, size - off);
         const want = digestAt(hashes, i);
@@ -163,14 +188,14 @@ export async function assembleFile(
         }
         // 2. Present locally: the old version of this path, then any file of the zone.
         let found = false;
-        for (const c of localCandidates(ctx, want, old, i)) {
+        for (const c of localCandidates(want, old, i)) {
           if (await readLocal(ctx, c.path, c.i, len, want, view)) {
             found = true;
             break;
           }
         }
         if (!found) {
-          const c = blockMap(ctx).get(want.toString('latin1'));
+          const c = ctx.blocks?.get(want);
           if (c) found = await readLocal(ctx, c.path, c.i, len, want, view);
         }
         if (found) {

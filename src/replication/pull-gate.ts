@@ -39,6 +39,11 @@ export class PendingPaths implements PullGate {
     };
   }
 
+  /** True when nothing of `zone` is pending (the NFS side then skips computing paths). */
+  idle(zone: string): boolean {
+    return !this.pending.has(zone);
+  }
+
   count(zone: string): number {
     return this.pending.get(zone)?.size ?? 0;
   }

@@ -37,26 +37,26 @@ export async function pullOnce(
       // The peer's journal restarted (a new database): take it again from the start; vectors
       // make the rows already applied compare equal.
       cursor = 0n;
-      t.journal.enqueue('cursor', () => cursors.set(t.zone, t.peerId, 0n));
+      cursors.note(t.zone, t.peerId, 0n);
+      void t.journal.enqueue('cursor', () => cursors.set(t.zone, t.peerId, 0n));
       continue;
     }
     progress({ remoteVersion: res.version, applied: cursor });
     if (res.rows.length === 0) return true;
-    const paths: Buffer[] = [];
-    for (const r of res.rows) {
-      paths.push(r.path);
-      if (r.toPath) paths.push(r.toPath);
-    }
-    const release = gate.add(t.zone, paths);
+    // Each row's paths stay pending until the step that applies it is done.
+    const releases = res.rows.map((r) => gate.add(t.zone, r.toPath ? [r.path, r.toPath] : [r.path]));
+    let released = 0;
     try {
       await applier.apply(source, res.rows, (v) => {
+        while (released < res.rows.length && res.rows[released]!.version <= v) releases[released++]!();
         if (v <= cursor) return;
         cursor = v;
+        cursors.note(t.zone, t.peerId, v);
         void t.journal.enqueue('cursor', () => cursors.set(t.zone, t.peerId, v));
         progress({ remoteVersion: res.version, applied: v });
       });
     } finally {
-      release();
+      for (const r of releases) r();
     }
     if (cursor >= res.version) return true;
     // Let NFS calls in between pages.

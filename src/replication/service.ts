@@ -59,6 +59,9 @@ export interface ReplicationServiceDeps {
 
 interface MemberState {
   pulling: boolean;
+  /** Failed pulls in a row, and when the next may start (exponential backoff, at most 30 s). */
+  failures: number;
+  notBefore: number;
   remoteVersion: bigint;
   lastError: string | null;
   bytesFetched: number;
@@ -122,6 +125,11 @@ export class ReplicationService implements PullGate {
     return this.gate.wait(zone, path, maxWaitMs);
   }
 
+  /** PullGate fast path: nothing of `zone` pending. */
+  idle(zone: string): boolean {
+    return this.gate.idle(zone);
+  }
+
   /** Look for work soon (coalesces bursts of news). */
   kick(): void {
     if (!this.started || this.stopping || this.passQueued) return;
@@ -144,7 +152,7 @@ export class ReplicationService implements PullGate {
     const k = `${zone}\0${peerId}`;
     let m = this.members.get(k);
     if (!m) {
-      m = { pulling: false, remoteVersion: 0n, lastError: null, bytesFetched: 0, bytesToFetch: 0, rate: new RateMeter() };
+      m = { pulling: false, failures: 0, notBefore: 0, remoteVersion: 0n, lastError: null, bytesFetched: 0, bytesToFetch: 0, rate: new RateMeter() };
       this.members.set(k, m);
     }
     return m;
@@ -154,7 +162,7 @@ export class ReplicationService implements PullGate {
     let a = this.appliers.get(z.name);
     if (!a || a.j !== z.journal) {
       a = new ZoneApplier({ name: z.name, root: z.root, journal: z.journal }, {
-        log: this.d.log, bucket: this.bucket, fileConcurrency: this.d.options?.fileConcurrency,
+        log: this.d.log, bucket: this.bucket, fileConcurrency: this.d.options?.fileConcurrency, stopped: () => this.stopping,
       });
       this.appliers.set(z.name, a);
     }
@@ -180,7 +188,7 @@ export class ReplicationService implements PullGate {
           const adv = BigInt(p.zones[z.name] ?? '0');
           const m = this.member(z.name, p.id);
           if (adv > m.remoteVersion) m.remoteVersion = adv;
-          return adv > this.cursors.get(z.name, p.id);
+          return adv > this.cursors.get(z.name, p.id) && m.notBefore <= Date.now();
         })
         .sort((a, b) => (a.rttMs ?? Infinity) - (b.rttMs ?? Infinity));
       const peer = ahead[0];
@@ -212,8 +220,12 @@ export class ReplicationService implements PullGate {
             () => this.stopping,
           );
           m.lastError = null;
+          m.failures = 0;
         } catch (err) {
           m.lastError = err instanceof Error ? err.message : String(err);
+          if (this.stopping) return;
+          m.failures++;
+          m.notBefore = Date.now() + Math.min(30_000, 250 * 2 ** Math.min(m.failures, 7));
           this.d.log?.warn({ zone: z.name, peer: peer.name, err: m.lastError }, 'pull failed; retried later');
         } finally {
           m.pulling = false;
@@ -224,7 +236,7 @@ export class ReplicationService implements PullGate {
         }
         // More to do (another member ahead, or this one still): look again.
         if (complete && m.lastError === null) this.kick();
-        else if (!this.stopping) setTimeout(() => this.kick(), 500).unref();
+        else if (!this.stopping) setTimeout(() => this.kick(), Math.max(50, m.notBefore - Date.now())).unref();
       })();
       this.inflight.add(pr);
       void pr.finally(() => this.inflight.delete(pr));
