@@ -1,7 +1,7 @@
 /**
  * A third-party mDNS stack sees a GrapeVine node: a daemon with `[elp] mdns = true` runs in
  * network namespace N, a private avahi-daemon in namespace O on the same segment, and
- * `avahi-browse -rpt _grapevine._tcp` there must list the node by name, with its address, NFS port
+ * `avahi-browse -rpt _grapevine._tcp` there must list the node by name, with its address, peer-protocol port
  * and TXT record (id, cluster, catalog, zone versions); a catalog change shows in the resolved TXT;
  * a stopped daemon's goodbye (TTL 0) makes avahi drop it. Skipped, with the reason printed, when
  * namespaces cannot be made or avahi cannot be installed.
@@ -126,7 +126,7 @@ describe.skipIf(SKIP !== null)('avahi sees a GrapeVine node in mDNS mode', () =>
     const { rows, raw } = await browseUntilSeen('_grapevine._tcp');
     expect(rows.length, `avahi-browse output:\n${raw}\navahi-daemon log:\n${observer!.log()}\ndaemon log:\n${daemonOut.slice(-3000)}`).toBeGreaterThan(0);
     const r = rows[0]!;
-    expect(r).toMatchObject({ interface: 'eth0', protocol: 'IPv4', name: NODE, type: '_grapevine._tcp', domain: 'local', address: lab.hosts.N!.ip, port: 2049 });
+    expect(r).toMatchObject({ interface: 'eth0', protocol: 'IPv4', name: NODE, type: '_grapevine._tcp', domain: 'local', address: lab.hosts.N!.ip, port: 7386 });
     expect(r.host).toMatch(new RegExp(`^${NODE}\\b.*\\.local$`));
     const txt = Object.fromEntries(r.txt.map((t) => [t.slice(0, t.indexOf('=')), t.slice(t.indexOf('=') + 1)]));
     expect(txt.cluster).toBe('gvavahi');
@@ -139,7 +139,7 @@ describe.skipIf(SKIP !== null)('avahi sees a GrapeVine node in mDNS mode', () =>
   it('avahi-browse -a (every type) lists _grapevine._tcp too', async () => {
     const { rows, raw } = await browseUntilSeen('-a');
     expect(rows.length, `avahi-browse -a output:\n${raw}`).toBeGreaterThan(0);
-    expect(rows[0]).toMatchObject({ address: lab.hosts.N!.ip, port: 2049 });
+    expect(rows[0]).toMatchObject({ address: lab.hosts.N!.ip, port: 7386 });
   }, 60_000);
   it('a catalog change reaches avahi: the resolved TXT shows the new catalog version', async () => {
     const before = (await browseUntilSeen('_grapevine._tcp')).rows[0]!.txt.find((t) => t.startsWith('catalog='));
