@@ -377,6 +377,16 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
     // gv zone sync --wait on A returns once A has everything B advertises.
     const s = await c.syncZone('a', 'tier-2', 30_000);
     expect(s.code).toBe(0);
+    // gv status: per member, versions behind, bytes to fetch, rate.
+    const st = await c.gv('a', ['status', '--json']);
+    expect(st.code, st.stderr).toBe(0);
+    const z2 = JSON.parse(st.stdout).zones.find((x: { name: string }) => x.name === 'tier-2');
+    expect(z2.replication.inSync).toBe(true);
+    const mb = z2.replication.members.find((m: { name: string }) => m.name === 'b');
+    expect(mb).toMatchObject({ state: 'reachable', behind: '0', bytesToFetch: 0 });
+    expect(Number(mb.applied)).toBeGreaterThan(0);
+    const human = await c.gv('a', ['status']);
+    expect(human.stdout).toMatch(/tier-2.*in sync/);
   }, 180_000);
 
   it('pull before write: a write on B to a file B is still pulling gets NFS3ERR_JUKEBOX, and succeeds once the pull landed', async () => {
