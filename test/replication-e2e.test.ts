@@ -92,7 +92,12 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
     await c.waitContent('c', 'docs/2026/report.bin', data, 30_000);
   }, 120_000);
 
-  it('transitive: with A and C partitioned from each other but both seeing B, a write on A reaches C', async () => {
+  it('transitive: with A and C partitioned from each other but both seeing B, a write on A reaches C', async (ctx) => {
+    const why = c.cluster.lab.pairSupport();
+    if (why) {
+      console.warn(`transitive test skipped: pair partitions need nftables here (${why})`);
+      ctx.skip();
+    }
     c.partitionPair('a', 'c');
     try {
       await c.waitPeers('a', { reachable: ['b'], unreachable: ['c'] });
