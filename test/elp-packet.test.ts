@@ -1,7 +1,7 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createCipheriv, createHash, createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { decodeJoinToken, encodeJoinToken } from '../src/elp/cluster-key.js';
-import { decodeBody, decodePacket, encodeMessage, verifyMac, HEADER_BYTES, MAC_BYTES, type ElpMessage } from '../src/elp/packet.js';
+import { decodeBody, decodePacket, encodeMessage, openChunk, verifyMac, HEADER_BYTES, MAC_BYTES, type ElpMessage } from '../src/elp/packet.js';
 import { GvError } from '../src/errors.js';
 
 const KEY = Buffer.alloc(32, 7);
@@ -17,7 +17,7 @@ const OPTS = { key: KEY, clusterName: 'home', seq: 1000n, timestampMs: 1_700_000
 
 // Field by field, written by hand from the layout in src/elp/packet.ts.
 const GOLDEN_HEADER = [
-  '01', // format
+  '02', // format
   'f6781b20cd7f3a51', // SHA-256("grapevine-cluster\0home")[0..8]
   '00112233445566778899aabbccddeeff', // node id
   '0000018bcfe56800', // 1 700 000 000 000 ms
@@ -33,24 +33,33 @@ const GOLDEN_BODY = [
   '0001', '06', Buffer.from('tier-1').toString('hex'), '0000000000000005', // one zone
   '01', 'ff'.repeat(16), '0000000000000102', '00000003', // one echo
 ].join('');
-const GOLDEN_MAC = 'c77d9c1ebbb312869d46f81a54deed7e9f10c923d46125ca8540f774ae552387';
+// The body as it travels: AES-256-CTR, key HMAC-SHA256(cluster key, "grapevine-elp-body"), IV = nonce.
+const GOLDEN_SEALED =
+  '23fa991ae8c3fe130760b08f7194ce2955b06e239ab1d91b2f427016eace0047c3f5785961e7cf899c3858316fb6f3d063e677c28678f7d4da5684fe56a2a97958ecff98438849';
+const GOLDEN_MAC = 'f01ea5a0f62496d07a82e7c6cc0bd6046677a36eb7cc2f848a96f6eb2ed43da9';
 
 describe('ELP packet codec', () => {
-  it('encodes the golden bytes, MAC = HMAC-SHA256(key, header + body)', () => {
+  it('encodes the golden bytes: body encrypted, MAC = HMAC-SHA256(key, header + encrypted body)', () => {
     const [p, ...rest] = encodeMessage(MSG, OPTS);
     expect(rest).toHaveLength(0);
-    expect(p!.toString('hex')).toBe(GOLDEN_HEADER + GOLDEN_BODY + GOLDEN_MAC);
+    expect(p!.toString('hex')).toBe(GOLDEN_HEADER + GOLDEN_SEALED + GOLDEN_MAC);
+    const bodyKey = createHmac('sha256', KEY).update('grapevine-elp-body').digest();
+    const c = createCipheriv('aes-256-ctr', bodyKey, Buffer.alloc(16, 0xab));
+    expect(Buffer.concat([c.update(Buffer.from(GOLDEN_BODY, 'hex')), c.final()]).toString('hex')).toBe(GOLDEN_SEALED);
+    // Nothing of the announcement is readable without the key: no node name, address or zone name.
+    for (const clear of ['10.0.0.1', 'tier-1']) expect(p!.includes(Buffer.from(clear))).toBe(false);
     expect(createHash('sha256').update('grapevine-cluster\0home').digest('hex').slice(0, 16)).toBe('f6781b20cd7f3a51');
     const signed = p!.subarray(0, p!.length - MAC_BYTES);
     expect(createHmac('sha256', KEY).update(signed).digest('hex')).toBe(GOLDEN_MAC);
   });
 
   it('decodes and verifies the golden packet; any flipped bit or another key fails the MAC', () => {
-    const p = Buffer.from(GOLDEN_HEADER + GOLDEN_BODY + GOLDEN_MAC, 'hex');
+    const p = Buffer.from(GOLDEN_HEADER + GOLDEN_SEALED + GOLDEN_MAC, 'hex');
     const d = decodePacket(p);
-    expect(d).toMatchObject({ format: 1, nodeId: MSG.nodeId, timestampMs: 1_700_000_000_000, seq: 1000n, part: 0, parts: 1 });
+    expect(d).toMatchObject({ format: 2, nodeId: MSG.nodeId, timestampMs: 1_700_000_000_000, seq: 1000n, part: 0, parts: 1 });
     expect(verifyMac(d, KEY)).toBe(true);
-    expect(decodeBody(d.nodeId, d.chunk)).toEqual(MSG);
+    expect(openChunk(d, KEY).toString('hex')).toBe(GOLDEN_BODY);
+    expect(decodeBody(d.nodeId, openChunk(d, KEY))).toEqual(MSG);
     expect(verifyMac(d, Buffer.alloc(32, 8))).toBe(false);
     for (let bit = 0; bit < p.length * 8; bit += 13) {
       const q = Buffer.from(p);
@@ -66,10 +75,10 @@ describe('ELP packet codec', () => {
   });
 
   it('rejects malformed packets with PROTOCOL errors, never throwing anything else', () => {
-    const p = Buffer.from(GOLDEN_HEADER + GOLDEN_BODY + GOLDEN_MAC, 'hex');
+    const p = Buffer.from(GOLDEN_HEADER + GOLDEN_SEALED + GOLDEN_MAC, 'hex');
     const cases = [Buffer.alloc(0), p.subarray(0, 60), p.subarray(0, p.length - 1), Buffer.concat([p, Buffer.from([0])])];
     const wrongFormat = Buffer.from(p);
-    wrongFormat[0] = 2;
+    wrongFormat[0] = 1;
     const badPart = Buffer.from(p);
     badPart[57] = 1; // part 1 of 1
     const zeroParts = Buffer.from(p);
@@ -95,7 +104,7 @@ describe('ELP packet codec', () => {
       expect(verifyMac(d, KEY)).toBe(true);
       expect([d.part, d.parts, d.seq]).toEqual([i, parts.length, 1000n]);
       expect(d.nonce.equals(Buffer.alloc(16, i))).toBe(true);
-      chunks.push(d.chunk);
+      chunks.push(openChunk(d, KEY));
     });
     expect(decodeBody(MSG.nodeId, Buffer.concat(chunks)).zones).toEqual(zones);
     expect(parts.every((p) => p.length > HEADER_BYTES + MAC_BYTES)).toBe(true);

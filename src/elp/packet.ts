@@ -6,7 +6,7 @@
  * its own. Packet layout (big-endian):
  *
  *   off  size  field
- *     0     1  format version (1)
+ *     0     1  format version (2)
  *     1     8  cluster hash: SHA-256("grapevine-cluster\0" + name), first 8 bytes
  *     9    16  node id
  *    25     8  timestamp, ms since the epoch
@@ -15,17 +15,19 @@
  *    57     1  part index (0-based)
  *    58     1  part count (1-255)
  *    59     2  chunk length L
- *    61     L  chunk of the body
- *  61+L    32  HMAC-SHA256(cluster key, bytes 0 .. 61+L)
+ *    61     L  chunk of the body, encrypted: AES-256-CTR with key HMAC-SHA256(cluster key,
+ *              "grapevine-elp-body") and the packet's nonce as IV (node names, addresses and zone
+ *              names stay private to the cluster)
+ *  61+L    32  HMAC-SHA256(cluster key, bytes 0 .. 61+L) (encrypt, then MAC)
  *
  * Body: u8 name length, name; u8 address count, each (u8 length, "host:port"); u64 catalog
  * version; u16 zone count, each (u8 length, zone name, u64 version); u8 echo count, each (16-byte
  * node id, u64 sequence heard, u32 ms held before this announcement). Strings are UTF-8.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { GvError } from '../errors.js';
 
-export const ELP_FORMAT = 1;
+export const ELP_FORMAT = 2;
 export const HEADER_BYTES = 61;
 export const MAC_BYTES = 32;
 export const NONCE_BYTES = 16;
@@ -250,11 +252,34 @@ export function encodeMessage(m: ElpMessage, o: EncodeOptions): Buffer[] {
     p[57] = i;
     p[58] = parts;
     p.writeUInt16BE(chunk.length, 59);
-    chunk.copy(p, HEADER_BYTES);
+    sealChunk(o.key, nonce, chunk).copy(p, HEADER_BYTES);
     macOf(o.key, p.subarray(0, HEADER_BYTES + chunk.length)).copy(p, HEADER_BYTES + chunk.length);
     out.push(p);
   }
   return out;
+}
+
+const bodyKeys = new WeakMap<Buffer, Buffer>();
+
+/** The body encryption key of a cluster key. */
+function bodyKey(key: Buffer): Buffer {
+  let k = bodyKeys.get(key);
+  if (!k) {
+    k = createHmac('sha256', key).update('grapevine-elp-body').digest();
+    bodyKeys.set(key, k);
+  }
+  return k;
+}
+
+/** AES-256-CTR of a chunk under the cluster's body key, IV = the packet nonce (its own inverse). */
+export function sealChunk(key: Buffer, nonce: Buffer, chunk: Buffer): Buffer {
+  const c = createCipheriv('aes-256-ctr', bodyKey(key), nonce);
+  return Buffer.concat([c.update(chunk), c.final()]);
+}
+
+/** The plaintext chunk of a packet whose MAC verified. */
+export function openChunk(d: DecodedPacket, key: Buffer): Buffer {
+  return sealChunk(key, d.nonce, d.chunk);
 }
 
 export function macOf(key: Buffer, signed: Buffer): Buffer {

@@ -4,7 +4,7 @@
  * node), then parts joined by (node, sequence) with bounded memory. Pure apart from the clock
  * passed in; the service counts every result.
  */
-import { clusterHash, decodeBody, decodePacket, verifyMac, type DecodedPacket, type ElpMessage } from './packet.js';
+import { clusterHash, decodeBody, decodePacket, openChunk, verifyMac, type DecodedPacket, type ElpMessage } from './packet.js';
 
 export type PacketResult = 'ok' | 'bad_mac' | 'stale' | 'replay' | 'malformed' | 'other_cluster' | 'self';
 export const PACKET_RESULTS: readonly PacketResult[] = ['ok', 'bad_mac', 'stale', 'replay', 'malformed', 'other_cluster', 'self'];
@@ -91,16 +91,17 @@ export class ElpReceiver {
       return { result: 'replay' };
     }
     this.remember(nonce, now);
-    if (d.parts === 1) return this.complete(d.nodeId, d.seq, d.timestampMs, d.chunk);
+    const chunk = openChunk(d, this.o.key);
+    if (d.parts === 1) return this.complete(d.nodeId, d.seq, d.timestampMs, chunk);
     if (!p) {
       p = { nodeId: d.nodeId, seq: d.seq, chunks: new Array<Buffer | undefined>(d.parts).fill(undefined), have: 0, bytes: 0, firstMs: now, timestampMs: d.timestampMs };
       this.pending.set(key, p);
     }
-    p.chunks[d.part] = Buffer.from(d.chunk);
+    p.chunks[d.part] = chunk;
     p.have++;
-    p.bytes += d.chunk.length;
+    p.bytes += chunk.length;
     p.timestampMs = Math.max(p.timestampMs, d.timestampMs);
-    this.pendingBytes += d.chunk.length;
+    this.pendingBytes += chunk.length;
     if (p.have === d.parts) {
       this.drop(key, p);
       return this.complete(d.nodeId, d.seq, p.timestampMs, Buffer.concat(p.chunks as Buffer[]));
