@@ -7,8 +7,8 @@ import { GvError } from '../src/errors.js';
 import type { ChangeRow } from '../src/journal/changes.js';
 import { GvDatabase } from '../src/journal/db.js';
 import {
-  decodeCatalog, decodeEntries, decodeError, decodeJournalPage, decodeJournalRequest, encodeEntries, encodeError,
-  encodeJournalPage, encodeJournalRequest,
+  decodeCatalog, decodeEntries, decodeError, decodeJournalPage, decodeJournalRequest, decodeListPage, decodeListRequest,
+  encodeEntries, encodeError, encodeJournalPage, encodeJournalRequest, encodeListPage, encodeListRequest,
 } from '../src/peer/codec.js';
 import { FrameDecoder, FrameType, MAX_FRAME, Op, frameHead } from '../src/peer/frame.js';
 import { decodeHello, encodeHello } from '../src/peer/hello.js';
@@ -163,5 +163,32 @@ describe('SqlitePinStore', () => {
     } finally {
       db.close();
     }
+  });
+});
+
+describe('list codec', () => {
+  const e = (p: string, extra: Partial<RemoteEntry> = {}): RemoteEntry => ({
+    path: Buffer.from(p), type: 'file', size: 3n, mtimeNs: -5n, mode: 0o100644, vector: vectorOf([['aa'.repeat(16), 2]]),
+    origin: 'aa'.repeat(16), hashes: Buffer.alloc(32, 1), target: null, linkOf: null, ...extra,
+  });
+
+  it('round-trips a request (golden bytes) and a page with owners and inline data', () => {
+    const q = encodeListRequest('z', Buffer.from('d'), Buffer.from('d/a'), 256, 4);
+    expect(q.toString('hex')).toBe('00000001' + '7a000000' + '00000001' + '64000000' + '00000001' + '00000003' + '642f6100' + '00000100' + '00000004');
+    expect(decodeListRequest(q)).toEqual({ zone: 'z', dir: Buffer.from('d'), after: Buffer.from('d/a'), limit: 256, inlineMax: 4 });
+    expect(decodeListRequest(encodeListRequest('z', Buffer.alloc(0), null, 1, 0)).after).toBeNull();
+    expect(code(() => encodeListRequest('z', Buffer.alloc(0), null, 257, 0))).toBe('EINVAL');
+    const bad = Buffer.from(q);
+    bad.writeUInt32BE(100_000, bad.length - 8);
+    expect(code(() => decodeListRequest(bad))).toBe('EINVAL');
+
+    const list = [e('d/a', { uid: 0, gid: 4_000_000_000, data: Buffer.from('abc') }), e('d/b', { type: 'dir', hashes: null, size: 0n, mode: 0o40755 })];
+    const enc = encodeListPage({ entries: list, version: 77n, done: false, next: Buffer.from('d/b') }, 4);
+    const got = decodeListPage(enc.header, Buffer.concat(enc.payload), 256, 4);
+    expect(got).toEqual({ entries: list, version: 77n, done: false, next: Buffer.from('d/b') });
+    // More entries than the limit asked for, or an unfinished page without a next path: refused.
+    expect(code(() => decodeListPage(enc.header, Buffer.concat(enc.payload), 1, 4))).toBe('PROTOCOL');
+    const noNext = encodeListPage({ entries: [], version: 1n, done: false, next: null }, 0);
+    expect(code(() => decodeListPage(noNext.header, Buffer.alloc(0), 10, 0))).toBe('PROTOCOL');
   });
 });

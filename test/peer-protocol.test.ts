@@ -112,6 +112,20 @@ describe('peer protocol between two nodes with the same cluster key', () => {
     expect((await s.block('z1', Buffer.from('big.bin'), BigInt(big.length), 10)).length).toBe(0);
 
     expect(await s.catalog()).toEqual(b.source.snapshot);
+
+    // list: the whole zone in path order, page by page, small files inline, owners carried.
+    b.source.entryMap.set('big.bin', { ...b.source.entryMap.get('big.bin')!, uid: 1234, gid: 0xfffffffe });
+    const l1 = await s.list('z1', Buffer.alloc(0), null, 2, 65536);
+    expect(l1.done).toBe(false);
+    expect(l1.version).toBe(1201n);
+    expect(l1.entries.map((e) => e.path.toString())).toEqual(['big.bin', 'link']);
+    expect(l1.entries[0]).toEqual({ ...b.source.entryMap.get('big.bin'), linkOf: null });
+    expect(l1.next).toEqual(Buffer.from('link'));
+    const l2 = await s.list('z1', Buffer.alloc(0), l1.next, 2, 65536);
+    expect(l2.done).toBe(true);
+    expect(l2.entries).toEqual([{ ...b.source.entryMap.get('small.txt'), data: small }]);
+    await expect(s.list('z1', Buffer.alloc(0), null, 100_000, 0)).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(s.list('nope', Buffer.alloc(0), null, 1, 0)).rejects.toMatchObject({ code: 'ENOENT' });
     expect(b.source.callers.every((c) => c.nodeId === a.identity.id && c.nodeName === 'a')).toBe(true);
 
     // Pinned on both sides, by node id, with the other's certificate fingerprint.

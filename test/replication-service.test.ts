@@ -21,7 +21,7 @@ const MB = 1024 * 1024;
 
 function slowBlocks(l: ReplicaLab, ms: number): void {
   l.wrap = (_peer, s) => ({
-    journal: s.journal.bind(s), entries: s.entries.bind(s), catalog: s.catalog.bind(s),
+    journal: s.journal.bind(s), entries: s.entries.bind(s), catalog: s.catalog.bind(s), list: s.list.bind(s),
     block: async (zone, p, off, len) => {
       await new Promise((r) => setTimeout(r, ms));
       return s.block(zone, p, off, len);

@@ -228,6 +228,14 @@ describe('hostile rows', () => {
         })),
         block: async () => payload,
         catalog: async () => ({ version: 0, zones: [], deleted: [], nodes: [] }),
+        // A listing of the same hostile paths (the rename's destination, if it were a directory).
+        list: async () => ({
+          entries: evil.map((p): RemoteEntry => ({
+            path: Buffer.from(p), type: 'file', size: 5n, mtimeNs: 1n, mode: 0o100644, vector: vec, origin: 'ee'.repeat(16),
+            hashes: hashBuffer(payload), target: null, data: payload,
+          })),
+          version: 100n, done: true, next: null,
+        }),
       };
       const applier = new ZoneApplier({ name: ZONE, root: b.zoneDir, journal: b.att.journal });
       await applier.apply(hostile, rows);

@@ -179,7 +179,9 @@ export async function startGvCluster(opts: GvClusterOptions): Promise<GvCluster>
     if (procs.has(h)) throw new GvError('EBUSY', `${h}: daemon already running`);
     const log = createWriteStream(n.logFile, { flags: 'a' });
     log.on('error', () => undefined);
-    const child = lab!.spawn(h, process.execPath, [mainJs, 'daemon', '--config', n.config, '--log-level', opts.logLevel ?? 'info'], {
+    // GV_BENCH_CPU_PROF=<dir>: each daemon writes a V8 CPU profile there when it exits (profiling).
+    const prof = process.env.GV_BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.join(process.env.GV_BENCH_CPU_PROF, h)] : [];
+    const child = lab!.spawn(h, process.execPath, [...prof, mainJs, 'daemon', '--config', n.config, '--log-level', opts.logLevel ?? 'info'], {
       stdio: ['ignore', 'pipe', 'pipe'], env, cwd: n.dir,
     });
     const p: Proc = { child, out: '', log };

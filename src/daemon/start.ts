@@ -255,6 +255,7 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
         zones: (): ReplicatedZone[] => liveZones().map((z) => ({
           name: z.name, root: z.root, journal: z.att.journal, consistency: consistencyOf(z.name),
           members: service.catalog.get(z.name)?.members ?? [],
+          space: service.set.get(z.name),
         })),
         log: { warn: (o, m) => log.warn(o, m), info: (o, m) => log.info(o, m) },
         options: {

@@ -68,6 +68,7 @@ export class IndexStore {
   private readonly sPut: Statement;
   private readonly sDel: Statement;
   private readonly sUnder: Statement;
+  private readonly sPage: Statement;
   private readonly sSetPath: Statement;
   private readonly sAll: Statement;
   private readonly sCount: Statement;
@@ -90,6 +91,10 @@ export class IndexStore {
     this.sDel = db.prepare('DELETE FROM file_index WHERE zone = ? AND fileid = ?');
     // Everything below a directory: paths between "dir/" and "dir0" ('0' follows '/').
     this.sUnder = db.prepare('SELECT fileid, path FROM file_index WHERE zone = ? AND path > ? AND path < ?').safeIntegers(true);
+    // One page of a subtree in path (memcmp) order: a directory always precedes its contents.
+    this.sPage = db.prepare(
+      `SELECT ${cols} FROM file_index WHERE zone = ? AND path > ? AND (? IS NULL OR path < ?) ORDER BY path LIMIT ?`,
+    ).safeIntegers(true);
     this.sSetPath = db.prepare('UPDATE file_index SET path = ? WHERE zone = ? AND fileid = ?');
     this.sAll = db.prepare(`SELECT ${cols} FROM file_index WHERE zone = ?`).safeIntegers(true);
     this.sCount = db.prepare('SELECT count(*) FROM file_index WHERE zone = ?').pluck(true);
@@ -148,6 +153,17 @@ export class IndexStore {
       this.sSetPath.run(Buffer.concat([to, r.path.subarray(from.length)]), this.zone, r.fileid);
     }
     return rows.length;
+  }
+
+  /**
+   * At most `limit` entries below directory `dir` ('' = the whole zone) after path `after`
+   * (exclusive; null = from the start), ordered by path bytes.
+   */
+  page(dir: Buffer, after: Buffer | null, limit: number): IndexEntry[] {
+    const lo = dir.length === 0 ? Buffer.alloc(0) : Buffer.concat([dir, Buffer.from('/')]);
+    const hi = dir.length === 0 ? null : Buffer.concat([dir, Buffer.from('0')]);
+    const from = after && Buffer.compare(after, lo) > 0 ? after : lo;
+    return (this.sPage.all(this.zone, from, hi, hi, limit) as RawEntry[]).map(fromRaw);
   }
 
   /** Everything indexed below directory `dir`, deepest paths first. */

@@ -6,8 +6,8 @@
 import { GvError, type GvErrorCode } from '../errors.js';
 import { CHANGE_KINDS, type ChangeKind, type ChangeRow } from '../journal/changes.js';
 import {
-  BLOCK_SIZE, MAX_ENTRIES, MAX_INLINE, MAX_INLINE_TOTAL, MAX_JOURNAL_PAGE,
-  type CatalogSnapshot, type JournalPage, type RemoteEntry,
+  BLOCK_SIZE, MAX_ENTRIES, MAX_INLINE, MAX_INLINE_TOTAL, MAX_JOURNAL_PAGE, MAX_LIST,
+  type CatalogSnapshot, type JournalPage, type ListPage, type RemoteEntry,
 } from '../replication/source.js';
 import { decodeVector, encodeVector } from '../replication/vector.js';
 import type { FileType } from '../vfs/types.js';
@@ -66,6 +66,7 @@ function checkZone(zone: string): void {
 export interface JournalRequest { zone: string; since: bigint; limit: number }
 export interface EntriesRequest { zone: string; paths: Buffer[]; inlineMax: number }
 export interface BlockRequest { zone: string; path: Buffer; offset: bigint; length: number }
+export interface ListRequest { zone: string; dir: Buffer; after: Buffer | null; limit: number; inlineMax: number }
 
 export function encodeJournalRequest(zone: string, since: bigint, limit: number): Buffer {
   if (since < 0n) throw new GvError('EINVAL', `since must be ≥ 0 (got ${since})`);
@@ -128,6 +129,29 @@ export function decodeBlockRequest(h: Buffer): BlockRequest {
   if (offset > MAX_I64) throw new GvError('EINVAL', 'offset out of range');
   if (length > BLOCK_SIZE) throw new GvError('EINVAL', `block length must be 0..${BLOCK_SIZE} (got ${length})`);
   return { zone, path, offset, length };
+}
+
+export function encodeListRequest(zone: string, dir: Buffer, after: Buffer | null, limit: number, inlineMax: number): Buffer {
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST) throw new GvError('EINVAL', `list limit must be 1..${MAX_LIST} (got ${limit})`);
+  if (!Number.isInteger(inlineMax) || inlineMax < 0 || inlineMax > MAX_INLINE) throw new GvError('EINVAL', `inlineMax must be 0..${MAX_INLINE}`);
+  if (dir.length > MAX_PATH || (after && after.length > MAX_PATH)) throw new GvError('EINVAL', 'path too long');
+  const w = new XdrWriter(64 + dir.length + (after?.length ?? 0)).string(zone).opaque(dir);
+  optOpaque(w, after);
+  return w.u32(limit).u32(inlineMax).bytes();
+}
+
+export function decodeListRequest(h: Buffer): ListRequest {
+  const r = new XdrReader(h);
+  const zone = r.string(MAX_ZONE_NAME);
+  const dir = own(r.opaque(MAX_PATH));
+  const afterRaw = readOptOpaque(r, MAX_PATH);
+  const limit = r.u32();
+  const inlineMax = r.u32();
+  end(r);
+  checkZone(zone);
+  if (limit < 1 || limit > MAX_LIST) throw new GvError('EINVAL', `list limit must be 1..${MAX_LIST} (got ${limit})`);
+  if (inlineMax > MAX_INLINE) throw new GvError('EINVAL', `inlineMax must be 0..${MAX_INLINE} (got ${inlineMax})`);
+  return { zone, dir, after: afterRaw ? own(afterRaw) : null, limit, inlineMax };
 }
 
 function end(r: XdrReader): void {
@@ -234,6 +258,8 @@ export function encodeEntries(list: readonly (RemoteEntry | null)[], inlineMax: 
     optOpaque(w, e.hashes);
     optOpaque(w, e.target);
     optOpaque(w, e.linkOf ?? null);
+    w.bool(e.uid !== undefined && e.gid !== undefined);
+    if (e.uid !== undefined && e.gid !== undefined) w.u32(e.uid).u32(e.gid);
     const d = e.data;
     const send = d !== undefined && d.length <= inlineMax && inline + d.length <= MAX_INLINE_TOTAL;
     w.bool(send);
@@ -260,10 +286,13 @@ export function encodeEntries(list: readonly (RemoteEntry | null)[], inlineMax: 
   return { header: w.bytes(), payload };
 }
 
-export function decodeEntries(h: Buffer, payload: Buffer, asked: readonly Buffer[], inlineMax: number): (RemoteEntry | null)[] {
+/** `asked`: the paths asked for (the answer must have one entry each), or the most entries a list page may hold. */
+export function decodeEntries(h: Buffer, payload: Buffer, asked: readonly Buffer[] | number, inlineMax: number): (RemoteEntry | null)[] {
   const r = new XdrReader(h);
   const n = r.u32();
-  if (n !== asked.length) throw new GvError('PROTOCOL', `${n} entries answered for ${asked.length} paths`);
+  if (typeof asked === 'number' ? n > asked : n !== asked.length) {
+    throw new GvError('PROTOCOL', `${n} entries answered for ${typeof asked === 'number' ? `at most ${asked}` : asked.length} paths`);
+  }
   const out: (RemoteEntry | null)[] = [];
   let at = 0;
   for (let i = 0; i < n; i++) {
@@ -287,6 +316,10 @@ export function decodeEntries(h: Buffer, payload: Buffer, asked: readonly Buffer
       target: target ? own(target) : null, linkOf: linkOf ? own(linkOf) : null,
     };
     if (r.bool()) {
+      e.uid = r.u32();
+      e.gid = r.u32();
+    }
+    if (r.bool()) {
       const len = r.u32();
       if (len > inlineMax || at + len > payload.length || at + len > MAX_INLINE_TOTAL) {
         throw new GvError('PROTOCOL', `inline data of ${len} bytes over the limit or the payload`);
@@ -300,6 +333,43 @@ export function decodeEntries(h: Buffer, payload: Buffer, asked: readonly Buffer
   end(r);
   if (at !== payload.length) throw new GvError('PROTOCOL', `${payload.length - at} stray payload bytes`);
   return out;
+}
+
+// ---------------------------------------------------------------- list
+
+/**
+ * A list page: version, done, next, then the entries as encodeEntries gives them. Entries that
+ * would not fit a frame are left out from the end (the page then ends early: not done, `next` the
+ * last path sent), so the caller simply continues.
+ */
+export function encodeListPage(p: ListPage, inlineMax: number): { header: Buffer; payload: Buffer[] } {
+  let entries = p.entries;
+  let done = p.done;
+  let next = p.next;
+  for (;;) {
+    try {
+      const body = encodeEntries(entries, inlineMax);
+      const w = new XdrWriter(64 + (next?.length ?? 0)).u64(p.version).bool(done);
+      optOpaque(w, next);
+      return { header: Buffer.concat([w.bytes(), body.header]), payload: body.payload };
+    } catch (err) {
+      if (!(err instanceof GvError) || err.code !== 'EFBIG' || entries.length <= 1) throw err;
+      entries = entries.slice(0, entries.length >> 1);
+      done = false;
+      next = entries[entries.length - 1]!.path;
+    }
+  }
+}
+
+export function decodeListPage(h: Buffer, payload: Buffer, limit: number, inlineMax: number): ListPage {
+  const r = new XdrReader(h);
+  const version = r.u64();
+  const done = r.bool();
+  const nextRaw = readOptOpaque(r, MAX_PATH);
+  const entries = decodeEntries(h.subarray(r.pos), payload, Math.min(limit, MAX_LIST), inlineMax);
+  if (entries.some((e) => e === null)) throw new GvError('PROTOCOL', 'list page with an empty entry');
+  if (!done && !nextRaw) throw new GvError('PROTOCOL', 'unfinished list page without a next path');
+  return { entries: entries as RemoteEntry[], version, done, next: nextRaw ? own(nextRaw) : null };
 }
 
 // ---------------------------------------------------------------- catalog

@@ -25,7 +25,7 @@ export const FrameType = {
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
-export const Op = { NONE: 0, JOURNAL: 1, ENTRIES: 2, BLOCK: 3, CATALOG: 4 } as const;
+export const Op = { NONE: 0, JOURNAL: 1, ENTRIES: 2, BLOCK: 3, CATALOG: 4, LIST: 5 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
 /** Type .. hlen: the fixed part after the length word. */

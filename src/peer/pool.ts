@@ -6,10 +6,11 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import type { NodeIdentity } from '../catalog/identity.js';
 import { GvError } from '../errors.js';
-import type { CatalogSnapshot, JournalPage, PeerConnector, RemoteEntry, ReplicaSource } from '../replication/source.js';
+import type { CatalogSnapshot, JournalPage, ListPage, PeerConnector, RemoteEntry, ReplicaSource } from '../replication/source.js';
 import { PeerClient, type PeerClientOptions } from './client.js';
 import {
-  decodeCatalog, decodeEntries, decodeJournalPage, encodeBlockRequest, encodeEntriesRequest, encodeJournalRequest,
+  decodeCatalog, decodeEntries, decodeJournalPage, decodeListPage, encodeBlockRequest, encodeEntriesRequest, encodeJournalRequest,
+  encodeListRequest,
 } from './codec.js';
 import { Op, type Frame } from './frame.js';
 import { silentLog, type PeerLog } from './log.js';
@@ -115,6 +116,8 @@ export class PeerPool implements PeerConnector {
             if (f.header.length || f.payload.length > length) throw new GvError('PROTOCOL', `block answer of ${f.payload.length} bytes for ${length}`);
             return f.payload;
           }),
+        list: async (zone, dir, after, limit, inlineMax): Promise<ListPage> =>
+          call(Op.LIST, encodeListRequest(zone, dir, after, limit, inlineMax), (f) => decodeListPage(f.header, f.payload, limit, inlineMax)),
         catalog: async (): Promise<CatalogSnapshot> =>
           call(Op.CATALOG, Buffer.alloc(0), (f) => {
             if (f.header.length) throw new GvError('PROTOCOL', 'catalog answer with a header');

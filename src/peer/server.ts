@@ -10,8 +10,8 @@ import type { NodeIdentity } from '../catalog/identity.js';
 import { GvError, toGvError } from '../errors.js';
 import type { LocalReplicaSource, PeerCaller } from '../replication/source.js';
 import {
-  decodeBlockRequest, decodeEntriesRequest, decodeJournalRequest, encodeCatalog, encodeEntries, encodeError,
-  encodeJournalPage,
+  decodeBlockRequest, decodeEntriesRequest, decodeJournalRequest, decodeListRequest, encodeCatalog, encodeEntries, encodeError,
+  encodeJournalPage, encodeListPage,
 } from './codec.js';
 import { FrameType, MAX_FRAME, Op, type Frame } from './frame.js';
 import { FrameSocket } from './frame-socket.js';
@@ -22,7 +22,8 @@ import type { PinStore } from './pins.js';
 import { tlsBase } from './tls-options.js';
 
 export const MAX_IN_FLIGHT = 64;
-export const MAX_PENDING_OUT = 16 * 1024 * 1024;
+/** Room for a whole pull's pipeline (32 blocks of 1 MiB in flight) before reading more requests pauses. */
+export const MAX_PENDING_OUT = 32 * 1024 * 1024;
 /** A connection with no frame for this long is closed (clients ping every 15 s). */
 export const SERVER_IDLE_MS = 5 * 60 * 1000;
 const CLOSE_WAIT_MS = 2000;
@@ -207,6 +208,12 @@ export class PeerServer {
         const data = await src.block(caller, q.zone, q.path, q.offset, q.length);
         if (data.length > q.length) throw new GvError('EIO', `source answered ${data.length} bytes for ${q.length}`);
         return { header: Buffer.alloc(0), payload: [data] };
+      }
+      case Op.LIST: {
+        const q = decodeListRequest(f.header);
+        const page = await src.list(caller, q.zone, q.dir, q.after, q.limit, q.inlineMax);
+        if (page.entries.length > q.limit) throw new GvError('EIO', `source answered ${page.entries.length} entries for a limit of ${q.limit}`);
+        return encodeListPage(page, q.inlineMax);
       }
       case Op.CATALOG: {
         if (f.header.length !== 0) throw new GvError('PROTOCOL', 'catalog request with arguments');

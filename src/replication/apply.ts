@@ -25,7 +25,7 @@ import { TokenBucket } from './bandwidth.js';
 import { conflictPath, isConflictPath, originalOf, wins } from './conflict.js';
 import { assembleFile, BlockMap, newFetchStats, type FetchContext, type FetchStats } from './fetch.js';
 import { absOf, badPath, baseOf, parentOf, parentsOk } from './paths.js';
-import { MAX_ENTRIES, MAX_INLINE, type RemoteEntry, type ReplicaSource } from './source.js';
+import { MAX_ENTRIES, MAX_INLINE, MAX_LIST, type RemoteEntry, type ReplicaSource } from './source.js';
 import { ensureStaging, stagingDir, syncFileSystem, uniqueTemp } from './staging.js';
 import { compare, merge, type VersionVector } from './vector.js';
 
@@ -33,6 +33,17 @@ export interface ApplyZone {
   name: string;
   root: string;
   journal: ZoneJournal;
+  /**
+   * The zone's usage and quota as its file system backend tracks them (LocalZoneFs fits): what
+   * the engine places or removes is counted, and a directory zone's quota is enforced on it.
+   * ZFS zones leave the quota undefined (the dataset answers EDQUOT itself).
+   */
+  space?: ZoneSpace;
+}
+
+export interface ZoneSpace {
+  readonly quotaBytes: bigint | undefined;
+  readonly usage: { readonly used: bigint; add(delta: bigint): void };
 }
 
 export interface ApplyLog {
@@ -65,15 +76,28 @@ export interface ApplyStats extends FetchStats {
   /** Local changes that raced an apply: decided again. */
   redecided: number;
   warnings: number;
+  /** Runs refused because they would exceed the zone's quota. */
+  quotaRefused: number;
 }
 
 const CONTENT = new Set<ChangeKind>(['create', 'write', 'truncate', 'setattr', 'mkdir', 'symlink', 'mknod', 'link']);
 const REDECIDE_DELAYS = [20, 60, 150, 300, 600, 1200];
+/**
+ * Paths per content run: their entries are asked for in calls of MAX_ENTRIES at once, and the
+ * small files of a run share one syncfs (fewer, larger batches: the sync is the costly step).
+ */
+const RUN_PATHS = 4 * MAX_ENTRIES;
+const roundUp = (n: bigint): bigint => (n + 4095n) & ~4095n;
+
+/** Block requests a pull keeps in flight across its files (bytes in flight: × 1 MiB). */
+const BLOCKS_IN_FLIGHT = 32;
+/** A listing longer than this (× MAX_LIST entries) is refused (a peer that never ends). */
+const MAX_TREE_PAGES = 1_000_000;
 
 /** What to do about one path. */
 type Plan =
   | { op: 'skip' }
-  | { op: 'merge'; p: Buffer; local: IndexEntry; vector: VersionVector; origin: string; mode?: number; mtimeNs?: bigint }
+  | { op: 'merge'; p: Buffer; local: IndexEntry; vector: VersionVector; origin: string; mode?: number; mtimeNs?: bigint; owner?: RemoteEntry }
   | {
     op: 'put'; p: Buffer; r: RemoteEntry; local: IndexEntry | undefined; localIsLink: boolean; vector: VersionVector;
     /** Move what is here aside first (it lost a conflict). */
@@ -120,7 +144,7 @@ export function toSeconds(ns: bigint): number {
 
 export class ZoneApplier {
   readonly stats: ApplyStats = {
-    ...newFetchStats(), rows: 0, applied: 0, skipped: 0, conflicts: 0, refused: 0, redecided: 0, warnings: 0,
+    ...newFetchStats(), rows: 0, applied: 0, skipped: 0, conflicts: 0, refused: 0, redecided: 0, warnings: 0, quotaRefused: 0,
   };
   private readonly rootBuf: Buffer;
   private readonly bucket: TokenBucket;
@@ -130,6 +154,14 @@ export class ZoneApplier {
    * as the peer had it), its contents are asked for under the new name.
    */
   private readonly goneRemotely = new Set<string>();
+  /** Set when files of the current run did not fit the quota (the run then fails after placing what fit). */
+  private quotaError: GvError | null = null;
+  /** Owners are replicated only when this process may set them. */
+  private readonly asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  /** Directories the current structural run renamed in one step. */
+  private renamedDirs: Buffer[] = [];
+  /** Snapshots under way per peer id: the peer's version noted before listing, and where the listing is. */
+  readonly snapshots = new Map<string, { version: bigint; pos: { after: Buffer | null } }>();
   /** Blocks present locally (built on first need in a pull, kept up to date while it runs). */
   private blocks: BlockMap;
 
@@ -153,6 +185,11 @@ export class ZoneApplier {
   private warn(obj: object, msg: string): void {
     this.stats.warnings++;
     this.opts.log?.warn({ zone: this.zone.name, ...obj }, msg);
+  }
+
+  /** The zone's backend may be reopened (a reload): count against the current one. */
+  useSpace(space: ZoneSpace | undefined): void {
+    this.zone.space = space;
   }
 
   /** A new pull starts: forget what the last one learnt about its peer. */
@@ -194,9 +231,17 @@ export class ZoneApplier {
           continue;
         }
         // A run of removes and renames: as many as go through in one journal task.
+        this.renamedDirs = [];
         const { next, fallback } = await this.structuralRun(rows, i);
         this.stats.rows += next - i - 1;
-        if (fallback) await this.contentRun(source, [fallback, ...this.goneUnder(rows[next - 1]!.path, fallback)], new Map(), rows.slice(next));
+        // A directory moved here as a whole: contents written under the old name that this node
+        // never got (gone on the peer when asked for, in this or an earlier pull) are listed.
+        for (const d of this.renamedDirs.splice(0)) await this.syncTree(source, d, undefined, undefined, 0);
+        if (fallback) {
+          await this.contentRun(source, [fallback, ...this.goneUnder(rows[next - 1]!.path, fallback)], new Map(), rows.slice(next));
+          // A directory taken from the peer's entry alone: its contents come from a listing.
+          if (this.j.index.byPath(fallback)?.type === 'dir') await this.syncTree(source, fallback);
+        }
         onDone?.(rows[next - 1]!.version);
         i = next;
       }
@@ -206,13 +251,13 @@ export class ZoneApplier {
     }
   }
 
-  /** The content run starting at rows[start] (distinct paths, at most MAX_ENTRIES), its entries asked for now. */
+  /** The content run starting at rows[start] (distinct paths, at most RUN_PATHS), its entries asked for now. */
   private contentRunAt(source: ReplicaSource, rows: readonly ChangeRow[], start: number): ContentRun {
     let end = start + 1;
     const first = rows[start]!;
     const paths = new Map<string, Buffer>([[key(first.path), first.path]]);
     const kinds = new Map<string, ChangeKind>([[key(first.path), first.kind]]);
-    while (end < rows.length && CONTENT.has(rows[end]!.kind) && paths.size < MAX_ENTRIES) {
+    while (end < rows.length && CONTENT.has(rows[end]!.kind) && paths.size < RUN_PATHS) {
       const r = rows[end]!;
       if (badPath(r.path)) break;
       paths.set(key(r.path), r.path);
@@ -277,7 +322,7 @@ export class ZoneApplier {
       if (c === 'after') {
         // Same bytes (a chmod, a touch): changed in place, nothing copied.
         if (!isLink && l.type === 'file' && r.type === 'file' && l.size === r.size && l.hashes && r.hashes && l.hashes.equals(r.hashes)) {
-          return { op: 'merge', p, local: l, vector: r.vector, origin: r.origin, mode: r.mode & 0o7777, mtimeNs: r.mtimeNs };
+          return { op: 'merge', p, local: l, vector: r.vector, origin: r.origin, mode: r.mode & 0o7777, mtimeNs: r.mtimeNs, owner: r };
         }
         return { op: 'put', p, r, local: l, localIsLink: isLink, vector: r.vector };
       }
@@ -395,6 +440,7 @@ export class ZoneApplier {
       // Gone on the peer: follow later renames in this page (a directory renamed after its
       // contents were written); else the row's removal follows.
       const gone: Buffer[] = [];
+      const forwardedFrom = todo.length;
       todo.forEach((p, k) => {
         if (entries[k] === null) {
           const f = this.forward(p, later);
@@ -409,8 +455,16 @@ export class ZoneApplier {
       }
       const plans = todo.map((p, k) => this.decide(p, entries[k]!));
       this.opts.onPlanned?.(plans.reduce((s, pl) => s + (pl.op === 'put' && pl.r.type === 'file' && !pl.r.data ? Number(pl.r.size) : 0), 0));
+      this.quotaError = null;
       await this.prepare(source, plans);
       const retry = await this.place(plans, kinds);
+      if (this.quotaError) throw this.quotaError;
+      // A directory found under a later name (renamed on the peer) and new here: its contents
+      // may have been written under names this pull will never see; list them.
+      for (let k = forwardedFrom; round === 0 && k < plans.length; k++) {
+        const pl = plans[k]!;
+        if (pl.op === 'put' && pl.r.type === 'dir' && !pl.local && this.j.index.byPath(pl.p)?.type === 'dir') await this.syncTree(source, pl.p);
+      }
       if (retry.length === 0) return;
       if (round >= REDECIDE_DELAYS.length) {
         throw new GvError('EAGAIN', `local changes keep racing ${retry.length} path(s); retried later`, { path: retry[0]!.toString() });
@@ -421,26 +475,86 @@ export class ZoneApplier {
     }
   }
 
+  /**
+   * Bring everything below `dir` ('' = the whole zone) in line with the peer's listing, page by
+   * page (each page applied as one content run: decided by vectors, so what is here already is
+   * skipped). Entries out of order, outside `dir` or with refused paths are counted and dropped.
+   * Answers the peer's version when the listing started. `resume` keeps the position between
+   * calls (a snapshot interrupted continues where it stopped).
+   */
+  async syncTree(
+    source: ReplicaSource, dir: Buffer, resume?: { after: Buffer | null }, onPage?: (paths: Buffer[]) => () => void,
+    inlineMax = MAX_INLINE,
+  ): Promise<bigint | null> {
+    const pre = dir.length ? Buffer.concat([dir, Buffer.from('/')]) : Buffer.alloc(0);
+    const pos = resume ?? { after: null };
+    let first: bigint | null = null;
+    for (let pages = 0; pages < MAX_TREE_PAGES; pages++) {
+      if (this.opts.stopped?.()) throw new GvError('EAGAIN', 'replication is stopping');
+      const page = await source.list(this.zone.name, dir, pos.after, MAX_LIST, inlineMax);
+      first ??= page.version;
+      const ok: RemoteEntry[] = [];
+      let last = pos.after;
+      for (const e of page.entries) {
+        const why = badPath(e.path) ?? (e.path.length <= pre.length || !e.path.subarray(0, pre.length).equals(pre) ? 'outside the directory listed'
+          : last && Buffer.compare(e.path, last) <= 0 ? 'out of order' : null);
+        if (why) {
+          this.stats.refused++;
+          this.warn({ path: e.path.toString('latin1').slice(0, 200), why }, 'refused a listed entry from a peer');
+          continue;
+        }
+        last = e.path;
+        ok.push(e);
+      }
+      if (ok.length > 0) {
+        const paths = ok.map((e) => e.path);
+        const release = onPage?.(paths);
+        try {
+          await this.contentRun(source, paths, new Map(), [], Promise.resolve(ok));
+        } finally {
+          release?.();
+        }
+      }
+      if (page.done) return first;
+      const next = page.next && (!last || Buffer.compare(page.next, last) >= 0) ? page.next : last;
+      if (!next || (pos.after && Buffer.compare(next, pos.after) <= 0)) throw new GvError('PROTOCOL', 'a listing page that does not move on');
+      pos.after = next;
+    }
+    throw new GvError('EAGAIN', `listing of ${dir.toString()} longer than ${MAX_TREE_PAGES} pages`);
+  }
+
   private async entries(source: ReplicaSource, paths: Buffer[]): Promise<(RemoteEntry | null)[]> {
-    const out: (RemoteEntry | null)[] = [];
+    // Calls of MAX_ENTRIES paths, all in flight at once (one run is at most RUN_PATHS paths).
+    const parts: Promise<(RemoteEntry | null)[]>[] = [];
     for (let k = 0; k < paths.length; k += MAX_ENTRIES) {
       const part = paths.slice(k, k + MAX_ENTRIES);
-      const got = await source.entries(this.zone.name, part, MAX_INLINE);
-      if (got.length !== part.length) throw new GvError('PROTOCOL', 'entries answer does not match the paths asked');
-      out.push(...got);
+      parts.push(source.entries(this.zone.name, part, MAX_INLINE).then((got) => {
+        if (got.length !== part.length) throw new GvError('PROTOCOL', 'entries answer does not match the paths asked');
+        return got;
+      }));
     }
-    return out;
+    const settled = await Promise.allSettled(parts);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return settled.flatMap((r) => (r as PromiseFulfilledResult<(RemoteEntry | null)[]>).value);
   }
+
 
   /** Assemble every file to put in the staging area (bounded concurrency); a mismatch refetches the entry. */
   private async prepare(source: ReplicaSource, plans: Plan[]): Promise<void> {
-    const files = plans.filter((pl): pl is PutPlan => pl.op === 'put' && pl.r.type === 'file' && !this.linkable(pl));
+    let files = plans.filter((pl): pl is PutPlan => pl.op === 'put' && pl.r.type === 'file' && !this.linkable(pl));
+    if (files.length === 0) return;
+    this.checkQuota(files);
+    files = files.filter((pl) => (pl as Plan).op === 'put');
     if (files.length === 0) return;
     ensureStaging(this.zone.root);
     const ctx: FetchContext = {
       zone: this.zone.name, root: this.zone.root, rootBuf: this.rootBuf, journal: this.j, source, bucket: this.bucket,
-      stats: this.stats, onFetched: this.opts.onFetched, blockConcurrency: this.opts.blockConcurrency, stopped: this.opts.stopped,
-      blocks: this.blocks,
+      stats: this.stats, onFetched: this.opts.onFetched, stopped: this.opts.stopped, blocks: this.blocks,
+      // Block requests in flight per file: a few large files get a deeper pipeline (the total
+      // stays near BLOCKS_IN_FLIGHT, under the peer's 64 requests per connection).
+      blockConcurrency: this.opts.blockConcurrency
+        ?? Math.max(4, Math.floor(BLOCKS_IN_FLIGHT / Math.max(1, Math.min(this.opts.fileConcurrency ?? 16, files.filter((pl) => !pl.r.data).length)))),
     };
     let next = 0;
     // Many small files: written without an fsync each, then one syncfs for the batch.
@@ -452,7 +566,10 @@ export class ZoneApplier {
         const old = pl.local && pl.local.type === 'file' ? pl.local : undefined;
         for (let attempt = 0; ; attempt++) {
           try {
-            pl.tmp = await assembleFile(ctx, pl.r, old, { skipSyncInline: batchSync });
+            pl.tmp = await assembleFile(ctx, pl.r, old, {
+              skipSyncInline: batchSync,
+              attrs: { mode: pl.r.mode & 0o7777, mtimeSeconds: toSeconds(pl.r.mtimeNs), ...this.owner(pl.r) },
+            });
             if (batchSync && pl.r.data) unsynced.push(pl);
             break;
           } catch (err) {
@@ -483,6 +600,58 @@ export class ZoneApplier {
         }
       }
     }
+  }
+
+  /** The owner to give what is placed: the peer's, when this process may (root) and the peer sent one. */
+  private owner(r: RemoteEntry): { uid?: number; gid?: number } {
+    if (!this.asRoot || r.uid === undefined || r.gid === undefined) return {};
+    // Files this process creates are its own already.
+    if (r.uid === process.geteuid?.() && r.gid === process.getegid?.()) return {};
+    return { uid: r.uid, gid: r.gid };
+  }
+
+  /**
+   * EDQUOT (nothing of the run placed; the pull fails and is retried later) when the files of a
+   * run would take a directory zone past its quota: their sizes (in 4 KiB blocks) less what the
+   * versions they replace occupy.
+   */
+  private checkQuota(files: readonly PutPlan[]): void {
+    const quota = this.zone.space?.quotaBytes;
+    if (quota === undefined) return;
+    const used = this.zone.space!.usage.used;
+    let need = 0n;
+    for (let k = 0; k < files.length; k++) {
+      const pl = files[k]!;
+      let grow = roundUp(pl.r.size);
+      if (pl.local?.type === 'file' && !pl.moveLocalTo && !pl.localIsLink) grow -= roundUp(pl.local.size);
+      if (grow <= 0n || used + need + grow <= quota) {
+        need += grow;
+        continue;
+      }
+      // This file and the rest of the run wait: what fits is placed, then the run fails.
+      for (const rest of files.slice(k)) (rest as Plan as { op: string }).op = 'skip';
+      this.stats.quotaRefused++;
+      const p = pl.p.toString();
+      this.warn({ path: p, files: files.length - k, needBytes: String(grow), usedBytes: String(used + need), quotaBytes: String(quota) },
+        'zone quota exceeded: replicated changes not applied; retried later');
+      this.quotaError = new GvError('EDQUOT', `zone ${this.zone.name} quota exceeded: ${p} needs ${grow} bytes, ${used + need} of ${quota} used; ${files.length - k} file(s) wait`);
+      return;
+    }
+  }
+
+  /** Count an allocation change of the zone (blocks of what was placed or removed). */
+  private account(delta: bigint): void {
+    if (delta !== 0n) this.zone.space?.usage.add(delta);
+  }
+
+  /** Give `abs` (not following a symlink) the peer's owner when it differs and this process may. */
+  private chownTo(abs: string | Buffer, r: RemoteEntry): void {
+    if (!this.asRoot || r.uid === undefined || r.gid === undefined) return;
+    const st = fs.lstatSync(abs, { throwIfNoEntry: false });
+    if (!st || (st.uid === r.uid && st.gid === r.gid)) return;
+    fs.lchownSync(abs, r.uid, r.gid);
+    // chown drops set-id bits of a file: the mode stays what it was.
+    if (st.isFile() && (st.mode & 0o6000) !== 0) fs.chmodSync(abs, st.mode & 0o7777);
   }
 
   private linkable(pl: PutPlan): boolean {
@@ -538,10 +707,11 @@ export class ZoneApplier {
     return retry;
   }
 
-  private placeMerge(pl: { p: Buffer; local: IndexEntry; vector: VersionVector; origin: string; mode?: number; mtimeNs?: bigint }): boolean {
+  private placeMerge(pl: { p: Buffer; local: IndexEntry; vector: VersionVector; origin: string; mode?: number; mtimeNs?: bigint; owner?: RemoteEntry }): boolean {
     if (!this.unchanged(pl.p, pl.local, false)) return false;
     let l = pl.local;
     const abs = absOf(this.rootBuf, pl.p);
+    if (pl.owner) this.chownTo(abs, pl.owner);
     if (pl.mode !== undefined && pl.mode !== l.mode) {
       fs.chmodSync(abs, pl.mode);
       l = { ...l, mode: pl.mode };
@@ -577,6 +747,8 @@ export class ZoneApplier {
     if (pl.then && !this.unchanged(pl.then.p, pl.then.local, false)) return false;
     const abs = absOf(this.rootBuf, p);
     const local = pl.local;
+    // Blocks of what this replaces (usage): none when it is moved aside or another name stays.
+    const before = local && !pl.localIsLink && !pl.moveLocalTo ? fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false }) : undefined;
     // What is here goes first: aside (lost a conflict), or away when its type differs.
     let movedAside = false;
     if (local && pl.moveLocalTo) {
@@ -603,17 +775,18 @@ export class ZoneApplier {
         fs.linkSync(absOf(this.rootBuf, asLinkOf.path), tmp);
         fs.renameSync(tmp, abs);
       } else {
-        fs.chmodSync(pl.tmp, mode);
-        fs.utimesSync(pl.tmp, Date.now() / 1000, toSeconds(r.mtimeNs));
+        // Mode, owner and mtime were set on the temp file when it was assembled.
         fs.renameSync(pl.tmp, abs);
       }
     } else if (r.type === 'dir') {
       const st = fs.lstatSync(abs, { throwIfNoEntry: false });
       if (!st) fs.mkdirSync(abs, { mode });
       fs.chmodSync(abs, mode);
+      this.chownTo(abs, r);
     } else {
       const tmp = path.join(ensureStaging(this.zone.root), uniqueTemp());
       fs.symlinkSync(r.target ?? Buffer.alloc(0), tmp);
+      this.chownTo(tmp, r);
       try {
         fs.lutimesSync(tmp, Date.now() / 1000, toSeconds(r.mtimeNs));
       } catch {
@@ -623,6 +796,8 @@ export class ZoneApplier {
     }
     const st = fs.lstatSync(abs, { bigint: true });
     const placedIno = st.ino;
+    const freed = before && !movedAside && (before.nlink <= 1n || before.isDirectory()) && before.ino !== st.ino ? before.blocks : 0n;
+    this.account(((asLinkOf ? 0n : st.ino === before?.ino ? st.blocks - before.blocks : st.blocks) - freed) * 512n);
     const replaced = local && !pl.localIsLink && !movedAside && local.fileid !== placedIno ? local : undefined;
     if (asLinkOf) {
       this.j.commit({
@@ -659,6 +834,7 @@ export class ZoneApplier {
   private journalMade(made: Buffer[]): void {
     for (const d of made) {
       const st = fs.lstatSync(absOf(this.rootBuf, d), { bigint: true });
+      this.account(st.blocks * 512n);
       const vector = this.j.nextVector(this.j.tombstone(d)?.vector);
       const entry: IndexEntry = {
         fileid: st.ino, path: d, type: 'dir', size: st.size, mtimeNs: st.mtimeNs, ino: st.ino, mode: Number(st.mode & 0o7777n),
@@ -778,6 +954,7 @@ export class ZoneApplier {
       return 'done';
     }
     const abs = absOf(this.rootBuf, p);
+    const gone = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
     {
       if (l.type === 'dir' && !isLink) {
         try {
@@ -791,6 +968,7 @@ export class ZoneApplier {
           return 'done';
         }
       } else fs.unlinkSync(abs);
+      if (gone && (gone.nlink <= 1n || gone.isDirectory())) this.account(-gone.blocks * 512n);
       this.j.commit({
         kind: l.type === 'dir' ? 'rmdir' : 'remove', fileid: l.fileid, path: p, toPath: null, type: l.type, size: null,
         mtimeNs: null, mode: null, hashes: null, target: null, origin, vector: v,
@@ -849,6 +1027,7 @@ export class ZoneApplier {
         put: { ...l, path: to, vector: v, origin: row.origin }, movePrefix: l.type === 'dir' ? { from, to } : undefined,
         delete: gone?.fileid, deleteUnder: gone?.type === 'dir' ? to : undefined,
       });
+      if (l.type === 'dir' && this.renamedDirs.length < 1000) this.renamedDirs.push(to);
       this.stats.applied++;
       return 'done';
     }

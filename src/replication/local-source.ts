@@ -14,7 +14,7 @@ import { typeOfMode } from '../journal/zone-journal.js';
 import { absOf, badPath, checkPath, parentsOk } from './paths.js';
 import {
   BLOCK_SIZE, MAX_ENTRIES, MAX_INLINE, MAX_INLINE_TOTAL, MAX_JOURNAL_PAGE, type CatalogSnapshot, type JournalPage,
-  type LocalReplicaSource, type PeerCaller, type RemoteEntry,
+  type ListPage, type LocalReplicaSource, MAX_LIST, type PeerCaller, type RemoteEntry,
 } from './source.js';
 
 export interface ServedZone {
@@ -91,19 +91,59 @@ export class LocalSource implements LocalReplicaSource {
       if (!ie || ie.path.equals(p)) return null;
       linkOf = ie.path;
     }
+    return this.fromIndex(z, p, ie, linkOf);
+  }
+
+  /** The entry of index row `ie` served at path `p` (owner from lstat; null when the disk no longer has it). */
+  private fromIndex(z: ServedZone & { rootBuf: Buffer }, p: Buffer, ie: IndexEntry, linkOf: Buffer | null): RemoteEntry | null {
+    if (!parentsOk(z.rootBuf, p)) return null;
+    const abs = absOf(z.rootBuf, p);
+    const st = fs.lstatSync(abs, { throwIfNoEntry: false });
+    if (!st) return null;
     let target: Buffer | null = null;
     if (ie.type === 'symlink') {
       try {
-        if (!parentsOk(z.rootBuf, p)) return null;
-        target = fs.readlinkSync(absOf(z.rootBuf, p), { encoding: 'buffer' });
+        target = fs.readlinkSync(abs, { encoding: 'buffer' });
       } catch {
         return null;
       }
     }
     return {
       path: Buffer.from(p), type: ie.type, size: ie.size, mtimeNs: ie.mtimeNs, mode: ie.mode | typeBits(ie.type),
-      vector: ie.vector, origin: ie.origin, hashes: ie.hashes, target, linkOf,
+      vector: ie.vector, origin: ie.origin, hashes: ie.hashes, target, linkOf, uid: st.uid, gid: st.gid,
     };
+  }
+
+  async list(caller: PeerCaller, zone: string, dir: Buffer, after: Buffer | null, limit: number, inlineMax: number): Promise<ListPage> {
+    const z = this.zone(caller, zone);
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST) throw new GvError('EINVAL', `list limit must be 1..${MAX_LIST}`);
+    if (dir.length > 0) checkPath(dir);
+    if (after && after.length > 0) checkPath(after);
+    const version = z.journal.version();
+    // One more row than asked tells whether the listing is done.
+    const rows = z.journal.index.page(dir, after && after.length > 0 ? after : null, limit + 1);
+    const done = rows.length <= limit;
+    const max = Math.max(0, Math.min(inlineMax, MAX_INLINE));
+    let budget = MAX_INLINE_TOTAL;
+    const entries: RemoteEntry[] = [];
+    for (const ie of rows.slice(0, limit)) {
+      if (badPath(ie.path)) continue;
+      const e = this.fromIndex(z, ie.path, ie, null);
+      if (!e) continue;
+      if (e.type === 'file' && max > 0 && e.size <= BigInt(max) && e.size <= BigInt(budget)) {
+        const data = await readInline(z.rootBuf, ie.path, e);
+        if (data) {
+          e.data = data;
+          budget -= data.length;
+          this.stats.inlineBytes += data.length;
+        }
+      }
+      this.stats.entries++;
+      entries.push(e);
+    }
+    // Rows skipped (gone from the disk, refused) still move the listing on.
+    const covered = rows.slice(0, limit);
+    return { entries, version, done, next: covered.length > 0 ? covered[covered.length - 1]!.path : (after ?? null) };
   }
 
   async block(caller: PeerCaller, zone: string, path: Buffer, offset: bigint, length: number): Promise<Buffer> {

@@ -24,13 +24,24 @@ export interface PullProgress {
 
 /** Pages applied per pull before it yields its slot (other zones and peers get a turn). */
 const MAX_PAGES_PER_PULL = 100;
+/** A new member takes a snapshot (listing) of a peer whose journal is longer than this. */
+export const SNAPSHOT_MIN_VERSION = 2000n;
+
+export interface PullOptions {
+  /** Sync from a listing when this node has nothing from the peer yet and its version is above this. */
+  snapshotMinVersion?: bigint;
+}
 
 export async function pullOnce(
   t: PullTarget, source: ReplicaSource, cursors: PeerCursors, gate: PendingPaths, applier: ZoneApplier,
-  progress: (p: PullProgress) => void, stopped: () => boolean,
+  progress: (p: PullProgress) => void, stopped: () => boolean, opts: PullOptions = {},
 ): Promise<boolean> {
   let cursor = cursors.get(t.zone, t.peerId);
   applier.beginPull();
+  if (cursor === 0n) {
+    const snap = await snapshot(t, source, cursors, gate, applier, progress, opts.snapshotMinVersion ?? SNAPSHOT_MIN_VERSION);
+    if (snap !== null) cursor = snap;
+  }
   for (let page = 0; page < MAX_PAGES_PER_PULL && !stopped(); page++) {
     const res = await source.journal(t.zone, cursor, MAX_JOURNAL_PAGE);
     if (res.version < cursor) {
@@ -66,3 +77,30 @@ export async function pullOnce(
 }
 
 export type { ApplierOptions };
+
+/**
+ * Initial sync from a listing: the peer's version is noted BEFORE listing, the listing applied
+ * page by page, then the cursor set to that version (the journal replay from there re-applies
+ * whatever changed meanwhile; equal vectors are skipped). An interrupted snapshot resumes (same
+ * version, next page) on the next pull. Answers the new cursor, or null when no snapshot is due.
+ */
+async function snapshot(
+  t: PullTarget, source: ReplicaSource, cursors: PeerCursors, gate: PendingPaths, applier: ZoneApplier,
+  progress: (p: PullProgress) => void, min: bigint,
+): Promise<bigint | null> {
+  let state = applier.snapshots.get(t.peerId);
+  if (!state) {
+    const head = await source.journal(t.zone, 0n, 1);
+    if (head.version <= min) return null;
+    state = { version: head.version, pos: { after: null } };
+    applier.snapshots.set(t.peerId, state);
+  }
+  progress({ remoteVersion: state.version, applied: 0n });
+  await applier.syncTree(source, Buffer.alloc(0), state.pos, (paths) => gate.add(t.zone, paths));
+  applier.snapshots.delete(t.peerId);
+  const v = state.version;
+  cursors.note(t.zone, t.peerId, v);
+  void t.journal.enqueue('cursor', () => cursors.set(t.zone, t.peerId, v));
+  progress({ remoteVersion: v, applied: v });
+  return v;
+}

@@ -10,7 +10,7 @@ import type { ConflictCopy } from '../control/protocol.js';
 import type { GvDatabase } from '../journal/db.js';
 import type { ZoneJournal } from '../journal/zone-journal.js';
 import { RateMeter, TokenBucket } from './bandwidth.js';
-import { ZoneApplier, type ApplyLog, type ApplyStats } from './apply.js';
+import { ZoneApplier, type ApplyLog, type ApplyStats, type ZoneSpace } from './apply.js';
 import { originalOf } from './conflict.js';
 import { PeerCursors } from './cursors.js';
 import { PendingPaths } from './pull-gate.js';
@@ -27,6 +27,8 @@ export interface ReplicatedZone {
   /** Member node names (this node's own name may be among them). */
   members: string[];
   consistency: Consistency;
+  /** Usage and quota of the zone's backend (applied changes are counted; a directory zone's quota is enforced). */
+  space?: ZoneSpace;
 }
 
 export interface ReplicationLog extends ApplyLog {
@@ -43,6 +45,8 @@ export interface ReplicationServiceOptions {
   intervalMs?: number;
   /** Files assembled at once per pull (default 16). */
   fileConcurrency?: number;
+  /** A new member syncs from a listing when the peer's zone version is above this (default 2000). */
+  snapshotMinVersion?: number;
 }
 
 export interface ReplicationServiceDeps {
@@ -161,11 +165,12 @@ export class ReplicationService implements PullGate {
   private applier(z: ReplicatedZone): ZoneApplier {
     let a = this.appliers.get(z.name);
     if (!a || a.j !== z.journal) {
-      a = new ZoneApplier({ name: z.name, root: z.root, journal: z.journal }, {
+      a = new ZoneApplier({ name: z.name, root: z.root, journal: z.journal, space: z.space }, {
         log: this.d.log, bucket: this.bucket, fileConcurrency: this.d.options?.fileConcurrency, stopped: () => this.stopping,
       });
       this.appliers.set(z.name, a);
     }
+    a.useSpace(z.space);
     return a;
   }
 
@@ -218,6 +223,7 @@ export class ReplicationService implements PullGate {
               if (p.remoteVersion > m.remoteVersion) m.remoteVersion = p.remoteVersion;
             },
             () => this.stopping,
+            { snapshotMinVersion: this.d.options?.snapshotMinVersion !== undefined ? BigInt(this.d.options.snapshotMinVersion) : undefined },
           );
           m.lastError = null;
           m.failures = 0;

@@ -9,7 +9,8 @@
  *  - entries(): at most MAX_ENTRIES paths per call, inline data only for files ≤ inlineMax
  *    (≤ MAX_INLINE) and at most MAX_INLINE_TOTAL inline bytes per answer (later files then come
  *    without `data` and are fetched by blocks);
- *  - block(): at most BLOCK_SIZE bytes per call.
+ *  - block(): at most BLOCK_SIZE bytes per call;
+ *  - list(): at most MAX_LIST entries per page, inline data as for entries().
  * Errors are GvErrors: ENOENT (no such zone on that node, or the path is gone), EINVAL (bad
  * argument or over a limit), EACCES (the peer may not read the zone), EIO.
  */
@@ -23,6 +24,8 @@ export const MAX_JOURNAL_PAGE = 1000;
 export const MAX_ENTRIES = 256;
 export const MAX_INLINE = 64 * 1024;
 export const MAX_INLINE_TOTAL = 4 * 1024 * 1024;
+/** Entries per list() page. */
+export const MAX_LIST = 256;
 
 /** The current state of one object of a zone on the node asked (its file_index row). */
 export interface RemoteEntry {
@@ -44,6 +47,21 @@ export interface RemoteEntry {
   linkOf?: Buffer | null;
   /** The whole content, for regular files no larger than the inlineMax asked for. */
   data?: Buffer;
+  /** Owner and group as lstat reports them on the node asked (absent from older sources). */
+  uid?: number;
+  gid?: number;
+}
+
+/** One page of a zone's index below a directory (a snapshot of the tree, page by page). */
+export interface ListPage {
+  /** Entries in path (byte) order, a directory before its contents; inline data as entries() gives it. */
+  entries: RemoteEntry[];
+  /** The zone's version on the node asked when the page was read. */
+  version: bigint;
+  /** True when nothing follows this page. */
+  done: boolean;
+  /** Where the next page starts (pass as `after`): the last path this page covered (entries may skip rows). */
+  next: Buffer | null;
 }
 
 export interface JournalPage {
@@ -97,6 +115,11 @@ export interface ReplicaSource {
   /** Bytes [offset, offset + length) of the regular file at `path` (short at end of file). */
   block(zone: string, path: Buffer, offset: bigint, length: number): Promise<Buffer>;
   catalog(): Promise<CatalogSnapshot>;
+  /**
+   * Index entries below `dir` ('' = the whole zone; `dir` itself is not included), recursively,
+   * after path `after` (null = from the start), at most `limit` (≤ MAX_LIST), small files inline.
+   */
+  list(zone: string, dir: Buffer, after: Buffer | null, limit: number, inlineMax: number): Promise<ListPage>;
 }
 
 /** Who is calling (the transport fills it from the authenticated channel). */
@@ -111,6 +134,7 @@ export interface LocalReplicaSource {
   entries(caller: PeerCaller, zone: string, paths: readonly Buffer[], inlineMax: number): Promise<(RemoteEntry | null)[]>;
   block(caller: PeerCaller, zone: string, path: Buffer, offset: bigint, length: number): Promise<Buffer>;
   catalog(caller: PeerCaller): Promise<CatalogSnapshot>;
+  list(caller: PeerCaller, zone: string, dir: Buffer, after: Buffer | null, limit: number, inlineMax: number): Promise<ListPage>;
 }
 
 /** Gives the engine a source for a peer (by node id), or null when no address is known. */

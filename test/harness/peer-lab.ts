@@ -16,7 +16,7 @@ import { SqlitePinStore } from '../../src/peer/pins.js';
 import { PeerPool, type PeerPoolOptions } from '../../src/peer/pool.js';
 import { PeerServer } from '../../src/peer/server.js';
 import type {
-  CatalogSnapshot, JournalPage, LocalReplicaSource, PeerCaller, RemoteEntry,
+  CatalogSnapshot, JournalPage, ListPage, LocalReplicaSource, PeerCaller, RemoteEntry,
 } from '../../src/replication/source.js';
 
 /** A LocalReplicaSource over fixed data (zone "z1"); other zones answer ENOENT. */
@@ -72,6 +72,21 @@ export class MemorySource implements LocalReplicaSource {
   async catalog(caller: PeerCaller): Promise<CatalogSnapshot> {
     this.callers.push(caller);
     return this.snapshot;
+  }
+
+  async list(caller: PeerCaller, zone: string, dir: Buffer, after: Buffer | null, limit: number, inlineMax: number): Promise<ListPage> {
+    this.callers.push(caller);
+    this.zone(zone);
+    const pre = dir.length ? Buffer.concat([dir, Buffer.from('/')]) : Buffer.alloc(0);
+    const all = [...this.entryMap.values()]
+      .filter((e) => e.path.length > pre.length && e.path.subarray(0, pre.length).equals(pre) && (!after || Buffer.compare(e.path, after) > 0))
+      .sort((x, y) => Buffer.compare(x.path, y.path));
+    const page = all.slice(0, limit).map((e) => {
+      const data = this.files.get(e.path.toString('latin1'));
+      return data && data.length <= inlineMax ? { ...e, data } : { ...e };
+    });
+    const version = this.rows.length ? this.rows[this.rows.length - 1]!.version : 0n;
+    return { entries: page, version, done: all.length <= limit, next: page.length ? page[page.length - 1]!.path : after };
   }
 }
 

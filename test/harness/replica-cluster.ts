@@ -68,13 +68,18 @@ export class ReplicaLab {
     }
   }
 
-  async add(name: string, opts: { intervalMs?: number; bandwidth?: number } = {}): Promise<LabNode> {
+  async add(
+    name: string,
+    opts: { intervalMs?: number; bandwidth?: number; snapshotMinVersion?: number; prefill?: (zoneDir: string) => void; quotaBytes?: number } = {},
+  ): Promise<LabNode> {
     const dir = path.join(this.tmp, name);
     const zoneDir = path.join(dir, 'zone');
     fs.mkdirSync(zoneDir, { recursive: true });
+    // Content present before the node starts (found by its start-up scan).
+    opts.prefill?.(zoneDir);
     const id = ReplicaLab.idOf(name);
     const db = GvDatabase.open(path.join(dir, 'state'));
-    const local = await LocalZoneFs.open({ name: ZONE, zoneId: 1, root: zoneDir, db, usageScan: false });
+    const local = await LocalZoneFs.open({ name: ZONE, zoneId: 1, root: zoneDir, db, usageScan: false, quotaBytes: opts.quotaBytes });
     const js = new JournalService(db, { nodeId: id, watch: process.env.GV_LAB_WATCH === '1' });
     const att = await js.attach(local, zoneDir);
     await att.scanned;
@@ -111,6 +116,7 @@ export class ReplicaLab {
           entries: (z, paths, inlineMax) => lab.reach(name, peer.name, () => peer.source.entries(caller, z, paths, inlineMax)),
           block: (z, p, off, len) => lab.reach(name, peer.name, () => peer.source.block(caller, z, p, off, len)),
           catalog: () => lab.reach(name, peer.name, () => peer.source.catalog(caller)),
+          list: (z, dir, after, limit, inlineMax) => lab.reach(name, peer.name, () => peer.source.list(caller, z, dir, after, limit, inlineMax)),
         };
         return this.wrap ? this.wrap(peer.name, direct) : direct;
       },
@@ -118,9 +124,11 @@ export class ReplicaLab {
     };
     const repl = new ReplicationService({
       db, nodeId: id, nodeName: name, directory, connector,
-      zones: () => [{ name: ZONE, root: zoneDir, journal: att.journal, members: [...this.nodes.keys(), name], consistency: 'pull-first' }],
-      log: { warn: () => undefined },
-      options: { concurrency: 2, intervalMs: opts.intervalMs ?? 200, maxBandwidthBytesPerSec: opts.bandwidth },
+      zones: () => [{ name: ZONE, root: zoneDir, journal: att.journal, members: [...this.nodes.keys(), name], consistency: 'pull-first', space: local }],
+      log: { warn: (o: object, m: string) => { if (process.env.GV_LAB_LOG) console.log('WARN', name, m, JSON.stringify(o)); } },
+      options: {
+        concurrency: 2, intervalMs: opts.intervalMs ?? 200, maxBandwidthBytesPerSec: opts.bandwidth, snapshotMinVersion: opts.snapshotMinVersion,
+      },
     });
     const node: LabNode = { name, id, dir, zoneDir, db, local, att, source, repl };
     this.nodes.set(name, node);
