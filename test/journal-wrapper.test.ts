@@ -145,6 +145,24 @@ describe('journaled ZoneFs', () => {
     expect(summary(rows(rows().at(-1)!.version - 1n))).toEqual(['truncate big']);
   });
 
+  it('an object removed before its creation was journaled leaves both entries and no index row', async () => {
+    // REMOVE/RMDIR answered while the queued mkdir/symlink/mknod task has not run yet (the queue
+    // drains a few ms later): the removal must be journaled after the creation, not dropped.
+    const v0 = att.journal.version();
+    const x = await att.fs.mkdir(ROOT, local.rootId, b('x'), { mode: 0o755 });
+    await att.fs.rmdir(ROOT, local.rootId, b('x'));
+    const l = await att.fs.symlink(ROOT, local.rootId, b('l'), b('target'), {});
+    await att.fs.remove(ROOT, local.rootId, b('l'));
+    const p = await att.fs.mknod(ROOT, local.rootId, b('p'), 'fifo', { mode: 0o644 });
+    await att.fs.remove(ROOT, local.rootId, b('p'));
+    await att.journal.settled();
+    expect(summary(rows(v0))).toEqual(['mkdir x', 'rmdir x', 'symlink l', 'remove l', 'mknod p', 'remove p']);
+    for (const [name, id] of [['x', x.id], ['l', l.id], ['p', p.id]] as const) {
+      expect(att.journal.index.byPath(b(name))).toBeUndefined();
+      expect(att.journal.index.get(id)).toBeUndefined();
+    }
+  });
+
   it('journals every kind of mutation with its path, and bumps each object vector', async () => {
     const v0 = att.journal.version();
     const d = (await att.fs.mkdir(ROOT, local.rootId, b('d'), { mode: 0o755 })).id;

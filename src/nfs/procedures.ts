@@ -430,9 +430,13 @@ export const READDIRPLUS: Procedure = async (r, ctx, env) => {
     w.u32(nfsstat3.NFS3_OK);
     writePostOpAttr(w, page.dirAttr);
     w.fixed(page.verifier);
+    // Every entry's handle at once: one wait for the page instead of one per entry.
+    const zone = dir.zone;
+    const handles = await Promise.all(page.entries.map((e) => handleFor(zone, e.id).catch(() => undefined)));
     let n = 0;
-    for (const e of page.entries) {
-      const fhOut = await handleFor(dir.zone, e.id).catch(() => undefined);
+    for (let i = 0; i < page.entries.length; i++) {
+      const e = page.entries[i]!;
+      const fhOut = handles[i];
       const dirInfo = 8 + xdrOpaqueSize(e.name.length) + 8;
       const size = 4 + dirInfo + (e.attr ? POST_OP_ATTR_SIZE : 4) + (fhOut ? 4 + xdrOpaqueSize(fhOut.length) : 4);
       if (used + size > maxcount || (dircount > 0 && n > 0 && dirUsed + dirInfo > dircount)) break;

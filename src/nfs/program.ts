@@ -18,6 +18,8 @@ export interface NfsProgramDeps {
   pool?: BufferPool;
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** NFS version 3 (program 100003) over the ZoneFs seam. */
 export function createNfsProgram(deps: NfsProgramDeps): RpcProgram & { writeVerifier: Buffer } {
   const writeVerifier = randomBytes(8);
@@ -27,7 +29,10 @@ export function createNfsProgram(deps: NfsProgramDeps): RpcProgram & { writeVeri
     low: NFS_V3,
     high: NFS_V3,
     writeVerifier,
-    async handle(call: RpcCall, conn: ConnInfo): Promise<ProcResult> {
+    // Not async: a procedure's promise is handed on as is (one promise less per call), and an
+    // argument decoding error thrown synchronously still reaches RpcServer as GARBAGE_ARGS.
+    handle(call: RpcCall, conn: ConnInfo): ProcResult | Promise<ProcResult> {
+      if (call.proc === 0) return EMPTY; // NULL: nothing to decode, nothing to wait for
       const proc = PROCEDURES[call.proc];
       if (!proc) return { stat: accept_stat.PROC_UNAVAIL };
       return proc(call.args, callContext(call, conn, deps.squash), env);

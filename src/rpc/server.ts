@@ -1,8 +1,7 @@
 import net from 'node:net';
 import { GvError } from '../errors.js';
-import { XdrWriter } from '../xdr/writer.js';
 import {
-  accept_stat, acceptedError, acceptedHeader, auth_stat, authError, AUTH_NONE, AUTH_SYS,
+  accept_stat, acceptedError, auth_stat, authError, AUTH_NONE, AUTH_SYS,
   decodeCall, progMismatch, rpcMismatch, type RpcCall,
 } from './message.js';
 import type { BufferPool } from '../util/buffer-pool.js';
@@ -186,24 +185,32 @@ export class RpcServer {
           for (const wake of [...this.starved]) wake();
         }
       };
-      this.dispatch(record, conn).then(
-        (reply) => {
-          // The call is complete: nothing refers to the request bytes any more.
-          releaseRecord?.();
-          if (reply && !sock.destroyed) writeReply(sock, reply);
-          else reply?.release?.();
-          if (sock.writableLength >= 8 << 20 && !paused) {
-            paused = true;
-            sock.pause();
-          }
-          done();
-        },
-        (err) => {
-          releaseRecord?.();
-          this.opts.onError?.(err, 'dispatch');
-          done();
-        },
-      );
+      const finish = (out: Outcome) => {
+        // The call is complete: nothing refers to the request bytes any more.
+        releaseRecord?.();
+        if (out !== null && !sock.destroyed) writeOutcome(sock, out);
+        else releaseOutcome(out);
+        if (sock.writableLength >= 8 << 20 && !paused) {
+          paused = true;
+          sock.pause();
+        }
+        done();
+      };
+      let out: Outcome | Promise<Outcome>;
+      try {
+        out = this.answer(record, conn);
+      } catch (err) {
+        out = Promise.reject(err);
+      }
+      if (!(out instanceof Promise)) {
+        finish(out);
+        return;
+      }
+      out.then(finish, (err: unknown) => {
+        releaseRecord?.();
+        this.opts.onError?.(err, 'dispatch');
+        done();
+      });
     }, 1024, this.opts.pool);
     sock.on('data', (chunk: Buffer) => {
       // Closing: calls not yet received are not started (the client retries them elsewhere).
@@ -225,6 +232,16 @@ export class RpcServer {
 
   /** Decode, authenticate and run one call; returns the reply chunks or null to drop it. */
   async dispatch(record: Buffer, conn: ConnInfo): Promise<Reply | null> {
+    const out = this.answer(record, conn);
+    return toReply(out instanceof Promise ? await out : out);
+  }
+
+  /**
+   * `dispatch` without the promise when the program answers synchronously (NULL, errors), and
+   * without a separate header buffer for a successful call: the TCP path encodes the record mark,
+   * the reply header and a small result into one buffer.
+   */
+  private answer(record: Buffer, conn: ConnInfo): Outcome | Promise<Outcome> {
     let call: RpcCall;
     try {
       const c = decodeCall(record);
@@ -245,30 +262,94 @@ export class RpcServer {
     const prog = this.programs.get(call.prog);
     if (!prog) return { chunks: [acceptedError(xid, accept_stat.PROG_UNAVAIL)] };
     if (call.vers < prog.low || call.vers > prog.high) return { chunks: [progMismatch(xid, prog.low, prog.high)] };
-    let result: ProcResult;
+    let result: ProcResult | Promise<ProcResult>;
     try {
-      result = await prog.handle(call, conn);
+      result = prog.handle(call, conn);
     } catch (err) {
-      if (err instanceof GvError && err.code === 'PROTOCOL') {
-        this.stats.garbage++;
-        return { chunks: [acceptedError(xid, accept_stat.GARBAGE_ARGS)] };
-      }
-      this.opts.onError?.(err, `prog ${call.prog} proc ${call.proc}`);
-      return { chunks: [acceptedError(xid, accept_stat.SYSTEM_ERR)] };
+      return this.failed(xid, call, err);
     }
-    if (!Buffer.isBuffer(result) && !Array.isArray(result) && 'stat' in result) return { chunks: [acceptedError(xid, result.stat)] };
-    const head = acceptedHeader(new XdrWriter(24), xid, accept_stat.SUCCESS).bytes();
-    if (Buffer.isBuffer(result)) return { chunks: [head, result] };
-    if (Array.isArray(result)) return { chunks: [head, ...result] };
-    return { chunks: [head, ...result.chunks], release: result.release };
+    if (result instanceof Promise) {
+      return result.then((r) => succeeded(xid, r), (err: unknown) => this.failed(xid, call, err));
+    }
+    return succeeded(xid, result);
   }
+
+  private failed(xid: number, call: RpcCall, err: unknown): Reply {
+    if (err instanceof GvError && err.code === 'PROTOCOL') {
+      this.stats.garbage++;
+      return { chunks: [acceptedError(xid, accept_stat.GARBAGE_ARGS)] };
+    }
+    this.opts.onError?.(err, `prog ${call.prog} proc ${call.proc}`);
+    return { chunks: [acceptedError(xid, accept_stat.SYSTEM_ERR)] };
+  }
+}
+
+/** A successful call: its xid and the program's result, the reply header not yet encoded. */
+interface Success {
+  xid: number;
+  result: Buffer | Buffer[] | { chunks: Buffer[]; release: () => void };
+}
+
+/** What a call comes to: a complete reply, a success whose header is still to be written, or nothing. */
+type Outcome = Reply | Success | null;
+
+function succeeded(xid: number, result: ProcResult): Reply | Success {
+  if (!Buffer.isBuffer(result) && !Array.isArray(result) && 'stat' in result) return { chunks: [acceptedError(xid, result.stat)] };
+  return { xid, result };
+}
+
+/** The accepted-reply header (RFC 5531: xid, REPLY, MSG_ACCEPTED, AUTH_NONE verifier, SUCCESS). */
+const HEADER_SIZE = 24;
+
+function writeSuccessHeader(out: Buffer, off: number, xid: number): void {
+  out.writeUInt32BE(xid >>> 0, off);
+  out.writeUInt32BE(1, off + 4); // REPLY
+  out.writeUInt32BE(0, off + 8); // MSG_ACCEPTED
+  out.writeUInt32BE(AUTH_NONE, off + 12);
+  out.writeUInt32BE(0, off + 16); // verifier body length
+  out.writeUInt32BE(accept_stat.SUCCESS, off + 20);
+}
+
+function toReply(o: Outcome): Reply | null {
+  if (o === null || 'chunks' in o) return o;
+  const head = Buffer.allocUnsafe(HEADER_SIZE);
+  writeSuccessHeader(head, 0, o.xid);
+  const r = o.result;
+  if (Buffer.isBuffer(r)) return { chunks: [head, r] };
+  if (Array.isArray(r)) return { chunks: [head, ...r] };
+  return { chunks: [head, ...r.chunks], release: r.release };
+}
+
+/** Small replies go out as one buffer: record mark, header and result copied together. */
+const SMALL_REPLY = 16384;
+
+function writeOutcome(sock: net.Socket, o: Reply | Success): void {
+  if ('chunks' in o) {
+    writeReply(sock, o);
+    return;
+  }
+  const r = o.result;
+  if (Buffer.isBuffer(r) && r.length <= SMALL_REPLY) {
+    const out = Buffer.allocUnsafe(4 + HEADER_SIZE + r.length);
+    out.writeUInt32BE((0x80000000 | (HEADER_SIZE + r.length)) >>> 0, 0);
+    writeSuccessHeader(out, 4, o.xid);
+    r.copy(out, 4 + HEADER_SIZE);
+    sock.write(out);
+    return;
+  }
+  writeReply(sock, toReply(o)!);
+}
+
+function releaseOutcome(o: Outcome): void {
+  if (o !== null && !('chunks' in o) && !Buffer.isBuffer(o.result) && !Array.isArray(o.result)) o.result.release();
+  else if (o !== null && 'chunks' in o) o.release?.();
 }
 
 function writeReply(sock: net.Socket, reply: Reply): void {
   const chunks = reply.chunks;
   let total = 0;
   for (const c of chunks) total += c.length;
-  if (total <= 16384) {
+  if (total <= SMALL_REPLY) {
     // Small reply: one write of one buffer.
     const out = Buffer.allocUnsafe(4 + total);
     out.writeUInt32BE((0x80000000 | total) >>> 0, 0);

@@ -284,7 +284,10 @@ class Journaled implements ZoneFs {
       throw err;
     }
     // (Looked at again: a flush may have journaled its creation meanwhile.)
-    if (id !== undefined && !indexed && !this.journal.index.get(id)) {
+    // Only a file whose creation waits in the coalescer: a directory, symlink or node created by
+    // a task still queued is journaled by that task, so its removal must be queued after it (a
+    // REMOVE answered before the queue ran used to leave the new object in the index for good).
+    if (id !== undefined && !indexed && !this.journal.index.get(id) && this.journal.coalescer.has(id)) {
       // Created and removed before its creation was journaled: nothing to journal, and its inode
       // number may be reused by the next file at once, which must not inherit the pending entry.
       // (Were another hard link still alive, the next scan journals it.)

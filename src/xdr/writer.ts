@@ -1,3 +1,5 @@
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /**
  * XDR (RFC 4506) encoder into a growing Buffer. Large payloads (READ data) are not copied in:
  * callers reserve their length with `opaqueHeader` and send the payload as a separate chunk.
@@ -35,11 +37,14 @@ export class XdrWriter {
 
   u64(v: bigint | number): this {
     this.ensure(8);
-    if (typeof v === 'number') {
-      this.buf.writeUInt32BE(Math.floor(v / 0x100000000) >>> 0, this.pos);
-      this.buf.writeUInt32BE(v >>> 0, this.pos + 4);
-    } else {
+    // Sizes, ids and fsids are nearly always below 2^53: write them as two words from a double,
+    // which costs a fraction of writeBigUInt64BE's BigInt shifts and masks.
+    if (typeof v === 'bigint' && !(v >= 0n && v <= MAX_SAFE)) {
       this.buf.writeBigUInt64BE(BigInt.asUintN(64, v), this.pos);
+    } else {
+      const n = Number(v);
+      this.buf.writeUInt32BE(Math.floor(n / 0x100000000) >>> 0, this.pos);
+      this.buf.writeUInt32BE(n >>> 0, this.pos + 4);
     }
     this.pos += 8;
     return this;
