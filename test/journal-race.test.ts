@@ -202,6 +202,25 @@ describe('journal races with the watcher', () => {
   });
 });
 
+describe('a directory the watcher finds', () => {
+  it('is looked inside: what was made in it before it was watched is journaled, parents first', async () => {
+    const v0 = att.journal.version();
+    fs.mkdirSync(path.join(zoneDir, 'n', 'm'), { recursive: true });
+    fs.writeFileSync(path.join(zoneDir, 'n', 'm', 'early.txt'), 'made before any watch');
+    fs.writeFileSync(path.join(zoneDir, 'n', 'top.txt'), 'top');
+    // Only the directory itself is reported (its watcher process never saw the rest).
+    watcher.notice(path.join(zoneDir, 'n'), false);
+    await waitFor('inside', () => rows(v0).length >= 4);
+    await att.journal.settled();
+    const got = summary(rows(v0));
+    expect([...got].sort()).toEqual(['create n/m/early.txt', 'create n/top.txt', 'mkdir n', 'mkdir n/m']);
+    expect(got.indexOf('mkdir n')).toBe(0);
+    expect(got.indexOf('mkdir n/m')).toBeLessThan(got.indexOf('create n/m/early.txt'));
+    const early = att.journal.index.byPath(b('n/m/early.txt'))!;
+    expect(early.size).toBe(BigInt('made before any watch'.length));
+  });
+});
+
 describe('watcher processes', () => {
   for (const engine of ['dirs', 'chokidar'] as const) {
     it(`${engine}: finds a directory tree made at once, changes deep in it, and its removal`, async () => {

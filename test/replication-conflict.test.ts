@@ -212,6 +212,42 @@ describe('replication conflicts', () => {
     }
   }, 60_000);
 
+  it('the directory losing to a file arrives with its contents in one pull: they go into the conflict copy', async () => {
+    lab = new ReplicaLab();
+    const [a, c] = [await lab.add('a'), await lab.add('c')];
+    // c never hears of a's file (pulls from a fail), so it never resolves the conflict itself: a
+    // gets the directory and everything in it as c still has it, in one run of content rows.
+    lab.wrap = (peer, s) => (peer !== 'a' ? s : {
+      journal: () => Promise.reject(new Error('a is unreadable in this test')),
+      entries: () => Promise.reject(new Error('a is unreadable in this test')),
+      block: () => Promise.reject(new Error('a is unreadable in this test')),
+      catalog: () => Promise.reject(new Error('a is unreadable in this test')),
+      list: () => Promise.reject(new Error('a is unreadable in this test')),
+    });
+    lab.setLink('a', 'c', false);
+    lab.startAll();
+    await mkdir(c, 'x');
+    await writeFile(c, 'x/inside', 'in the directory on c');
+    await mkdir(c, 'x/sub');
+    await writeFile(c, 'x/sub/deeper', 'deeper on c');
+    await new Promise((r) => setTimeout(r, 20));
+    await writeFile(a, 'x', 'a newer file on a');
+    lab.setLink('a', 'c', true);
+    const copyOf = (): string | undefined => Object.keys(flat(a)).find((k) => /^x\.gv-conflict-[^/]+$/.test(k));
+    await waitFor('contents in the copy', () => {
+      const cp = copyOf();
+      return cp !== undefined && fs.existsSync(path.join(a.zoneDir, cp, 'sub', 'deeper'));
+    }, 30_000, 50);
+    const cp = copyOf()!;
+    expect(read(a, 'x')).toBe('a newer file on a');
+    expect(read(a, `${cp}/inside`)).toBe('in the directory on c');
+    expect(read(a, `${cp}/sub/deeper`)).toBe('deeper on c');
+    expect(a.repl.status()[0]!.members.find((m) => m.peerName === 'c')!.lastError).toBeNull();
+    // Journaled under the copy too (what a gives its other peers).
+    expect(a.att.journal.index.byPath(Buffer.from(`${cp}/sub/deeper`))?.origin).toBe(c.id);
+    expect(c.att.journal.index.byPath(Buffer.from('x'))?.type).toBe('dir');
+  }, 60_000);
+
   it('partition with 100 mixed changes on each side, then heal: converged, every write present', async () => {
     lab = new ReplicaLab();
     const [a, b, c] = [await lab.add('a'), await lab.add('b'), await lab.add('c')];

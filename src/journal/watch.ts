@@ -25,6 +25,9 @@ import type { ZoneJournal } from './zone-journal.js';
 
 /** Looks put off while the daemon's own mutation holds a path (at the debounce interval: ~20 s). */
 const MAX_DEFERRALS = 400;
+/** Objects in a newly found directory reconciled in the task that found it (the rest: own looks). */
+const LOOK_INLINE = 256;
+const SLASH = Buffer.from('/');
 
 export interface ZoneWatcherOptions {
   /** Debounce of additions and changes (default 50 ms). */
@@ -71,7 +74,17 @@ function unwatchUnder(dir) {
   for (const [d, w] of watchers) if (d === dir || d.startsWith(pre)) { w.close(); watchers.delete(d); }
 }
 function watchDir(dir, announce) {
-  if (watchers.has(dir) || skipped(dir)) return;
+  if (skipped(dir)) return;
+  const old = watchers.get(dir);
+  if (old) {
+    // Still the directory watched? One removed and made again before its events were read
+    // leaves a watch on the removed one: watch the new one afresh.
+    const st = fs.lstatSync(dir, { throwIfNoEntry: false });
+    if (!st || st.ino === old.ino) return;
+    unwatchUnder(dir);
+  }
+  const st0 = fs.lstatSync(dir, { throwIfNoEntry: false });
+  if (!st0 || !st0.isDirectory()) return;
   let w;
   try {
     w = fs.watch(dir, { persistent: true }, (ev, name) => onEvent(dir, ev, name));
@@ -80,6 +93,7 @@ function watchDir(dir, announce) {
     return;
   }
   w.on('error', (e) => { unwatchUnder(dir); if (e.code !== 'ENOENT' && e.code !== 'EPERM') send({ t: 'error', msg: String(e) }); });
+  w.ino = st0.ino;
   watchers.set(dir, w);
   let ents;
   try { ents = fs.readdirSync(dir, { withFileTypes: true }); } catch { return; }
@@ -228,11 +242,43 @@ export class ZoneWatcher {
         if (putOff()) return undefined;
         const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
         if (st && putOff(st.ino)) return undefined;
-        return reconcile(this.journal, this.rootBuf, rel, st, this.stats);
+        const newDir = rel.length > 0 && !!st && st.isDirectory() && !this.journal.index.get(st.ino);
+        const done = reconcile(this.journal, this.rootBuf, rel, st, this.stats);
+        // A directory new to the journal: what was made in it before the watcher process watched
+        // it (chokidar lists a new directory before it watches it) is looked at here, parents first.
+        return newDir ? done.then(() => this.lookInside(rel, { left: LOOK_INLINE })) : done;
       });
     }, delay);
     t.unref();
     this.timers.set(p, t);
+  }
+
+  /**
+   * Reconcile what in directory `dir` the journal does not know yet (on the journal's queue, in
+   * the task that found `dir`), new directories' contents too. What a mutation the daemon brokers
+   * holds is left to its own entry; known objects to their own events. Bounded by `budget`.
+   */
+  private async lookInside(dir: Buffer, budget: { left: number }): Promise<void> {
+    if (this.stopped) return;
+    const abs = Buffer.concat([this.rootBuf, SLASH, dir]);
+    let names: Buffer[];
+    try {
+      names = fs.readdirSync(abs, { encoding: 'buffer' });
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const rel = Buffer.concat([dir, SLASH, name]);
+      const st = fs.lstatSync(Buffer.concat([this.rootBuf, SLASH, rel]), { bigint: true, throwIfNoEntry: false });
+      if (!st || this.journal.index.get(st.ino) || this.journal.busy(rel, st.ino) || this.journal.coalescer.has(st.ino)) continue;
+      if (budget.left-- <= 0) {
+        // A large tree: the rest in looks of their own (their parent is journaled already).
+        this.notice(Buffer.concat([this.rootBuf, SLASH, rel]).toString(), false);
+        continue;
+      }
+      await reconcile(this.journal, this.rootBuf, rel, st, this.stats);
+      if (st.isDirectory()) await this.lookInside(rel, budget);
+    }
   }
 
   async stop(): Promise<void> {

@@ -736,6 +736,10 @@ export class ZoneApplier {
       // A parent that is not a directory (or a symlink) is never written through.
       const blocked = this.blockedParent(p);
       if (blocked) {
+        // The parent lost its name to a file and was kept as a conflict copy placed earlier in
+        // this same run: this path was decided before the copy existed, so decide it again
+        // (it now goes into the copy). Refusing it would lose it: its row is behind the cursor.
+        if (!this.redirect(p).equals(p)) return false;
         this.stats.refused++;
         this.warn({ path: p.toString(), parent: blocked.toString() }, 'refused: a parent is not a directory here');
         return true;
@@ -991,7 +995,14 @@ export class ZoneApplier {
     if (!movable) {
       if (lq && compare(lq.vector, v) !== 'before' && compare(lq.vector, v) !== 'concurrent') {
         // What is at the destination already includes this move.
-        return this.remove(from, v, row.origin, row.type === 'dir' ? 'rmdir' : 'remove');
+        const r = this.remove(from, v, row.origin, row.type === 'dir' ? 'rmdir' : 'remove');
+        // A directory the peer moved aside as a conflict copy, the copy placed here from its entry
+        // before the move: contents the peer moved with it were gone under their old names when
+        // this node asked (possibly in an earlier pull). List them under the copy.
+        if (r === 'done' && lq.type === 'dir' && isConflictPath(to) && originalOf(to)?.equals(from) && this.renamedDirs.length < 1000) {
+          this.renamedDirs.push(to);
+        }
+        return r;
       }
       // Take the destination from the peer, and treat the old path as removed.
       const r = this.remove(from, v, row.origin, row.type === 'dir' ? 'rmdir' : 'remove');
