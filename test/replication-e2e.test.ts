@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { netnsSkipReason, startCluster, zoneDir, type TestCluster } from './harness/cluster.js';
 import { waitFor } from './harness/wait.js';
@@ -241,14 +242,16 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
     const data = randomBytes(size);
     const digest = createHash('sha256').update(data).digest('hex');
     const target = path.join(zoneDir(c, 'b', 'tier-1'), 'big.bin');
-    // Watch B's copy of the file on its disk the whole time: absent, or complete.
-    let partialSeen: string | null = null;
+    // Watch B's copy of the file on its disk the whole time: absent, or a complete version that A
+    // journaled (under load A's journal may record the 200 MB write in two steps — the write
+    // stream's 5 s limit — and B may place that earlier, complete version first; what must never
+    // show is a file that is still being written).
+    const seen = new Set<number>();
     let polls = 0;
     const watch = setInterval(() => {
       polls++;
       try {
-        const st = fs.statSync(target);
-        if (st.size !== size && partialSeen === null) partialSeen = `size ${st.size} at poll ${polls}`;
+        seen.add(fs.statSync(target).size);
       } catch {
         /* not there yet */
       }
@@ -283,7 +286,18 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
     } finally {
       clearInterval(watch);
     }
-    expect(partialSeen).toBeNull();
+    // Every size B ever showed is the size of a version A journaled for big.bin.
+    const db = new Database(path.join(c.node('a').stateDir, 'gv.sqlite'), { readonly: true });
+    let journaled: Set<number>;
+    try {
+      const rows = db.prepare("SELECT size FROM zone_changes WHERE zone = 'tier-1' AND path = ? AND size IS NOT NULL").all(Buffer.from('big.bin')) as { size: number }[];
+      journaled = new Set(rows.map((r) => Number(r.size)));
+    } finally {
+      db.close();
+    }
+    expect(journaled.has(size)).toBe(true);
+    for (const s of seen) expect(journaled.has(s), `B showed big.bin at ${s} bytes; A journaled ${[...journaled].join(', ')}`).toBe(true);
+    expect(seen.has(size)).toBe(true);
     expect(polls).toBeGreaterThan(10);
 
     // One byte changed in the middle: B and C each fetch about one 1 MiB block, not 200 MB.
