@@ -121,7 +121,7 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     let engine: ReplicationService | null = null;
     const gate: PullGate & { idle(zone: string): boolean } = {
       wait: (zone, path, ms) => engine?.wait(zone, path, ms) ?? null,
-      idle: (zone) => engine === null || ((engine.gate as PullGate).idle?.(zone) ?? false),
+      idle: (zone) => engine === null || engine.idle(zone),
     };
     // The zones being served, with their journals (the replication engine applies through them).
     const attached = new Map<string, { att: AttachedZone; root: string }>();

@@ -10,9 +10,10 @@
  * itself. A zone whose consistency is 'available' never waits.
  */
 import { GvError } from '../errors.js';
+import { PassThroughZoneFs } from './pass-through.js';
 import type { Consistency, PullGate } from '../replication/source.js';
 import type {
-  Attr, CallContext, Created, CreateHow, DirPage, FileId, FileType, FsStat, PathConf, ReaddirOptions, SetAttrs,
+  Attr, CallContext, Created, CreateHow, FileId, FileType, SetAttrs,
   StableHow, Time, Wcc, ZoneFs,
 } from './types.js';
 
@@ -61,19 +62,14 @@ function bounded(p: Promise<boolean>, ms: number): Promise<boolean> {
   return Promise.race([p.catch(() => false), limit]).finally(() => clearTimeout(timer));
 }
 
-class Gated implements ZoneFs {
-  readonly name: string;
-  readonly zoneId: number;
-  readonly rootId: FileId;
+class Gated extends PassThroughZoneFs {
   private readonly gate: PullGate;
   private readonly pathOf: (id: FileId) => Buffer | undefined;
   private readonly maxWaitMs: number;
   private readonly consistency: () => Consistency;
 
-  constructor(readonly inner: ZoneFs, opts: GateOptions) {
-    this.name = inner.name;
-    this.zoneId = inner.zoneId;
-    this.rootId = inner.rootId;
+  constructor(inner: ZoneFs, opts: GateOptions) {
+    super(inner);
     this.gate = opts.gate;
     this.pathOf = opts.pathOf;
     this.maxWaitMs = opts.maxWaitMs;
@@ -107,85 +103,41 @@ class Gated implements ZoneFs {
     return call();
   }
 
-  // ---------------------------------------------------------------- never gated
-
-  getattr(ctx: CallContext, id: FileId): Promise<Attr> {
-    return this.inner.getattr(ctx, id);
-  }
-
-  generation(id: FileId): Promise<number> {
-    return this.inner.generation(id);
-  }
-
-  lookup(ctx: CallContext, dir: FileId, name: Buffer): Promise<{ id: FileId; attr: Attr; dirAttr?: Attr }> {
-    return this.inner.lookup(ctx, dir, name);
-  }
-
-  access(ctx: CallContext, id: FileId, mask: number): Promise<{ granted: number; attr: Attr }> {
-    return this.inner.access(ctx, id, mask);
-  }
-
-  readlink(ctx: CallContext, id: FileId): Promise<{ target: Buffer; attr?: Attr }> {
-    return this.inner.readlink(ctx, id);
-  }
-
-  read(ctx: CallContext, id: FileId, offset: number, count: number, into?: Buffer): Promise<{ data: Buffer; eof: boolean; attr?: Attr }> {
-    return this.inner.read(ctx, id, offset, count, into);
-  }
-
-  readdir(ctx: CallContext, dir: FileId, opts: ReaddirOptions): Promise<DirPage> {
-    return this.inner.readdir(ctx, dir, opts);
-  }
-
-  fsstat(ctx: CallContext, id: FileId): Promise<{ stat: FsStat; attr?: Attr }> {
-    return this.inner.fsstat(ctx, id);
-  }
-
-  pathconf(ctx: CallContext, id: FileId): Promise<{ conf: PathConf; attr?: Attr }> {
-    return this.inner.pathconf(ctx, id);
-  }
-
-  commit(ctx: CallContext, id: FileId, offset: number, count: number): Promise<Wcc> {
-    return this.inner.commit(ctx, id, offset, count);
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
-  }
+  // Reads, COMMIT and close are never gated (inherited pass-through).
 
   // ---------------------------------------------------------------- gated mutations
 
-  write(ctx: CallContext, id: FileId, offset: number, data: Buffer, stable: StableHow): Promise<{ count: number; committed: StableHow; file: Wcc }> {
+  override write(ctx: CallContext, id: FileId, offset: number, data: Buffer, stable: StableHow): Promise<{ count: number; committed: StableHow; file: Wcc }> {
     const w = this.gates(ctx) ? this.waitId(id) : null;
     if (w === null) return this.inner.write(ctx, id, offset, data, stable);
     return this.after(w, null, () => this.inner.write(ctx, id, offset, data, stable));
   }
 
-  setattr(ctx: CallContext, id: FileId, attrs: SetAttrs, guardCtime?: Time): Promise<Wcc> {
+  override setattr(ctx: CallContext, id: FileId, attrs: SetAttrs, guardCtime?: Time): Promise<Wcc> {
     const w = this.gates(ctx) ? this.waitId(id) : null;
     if (w === null) return this.inner.setattr(ctx, id, attrs, guardCtime);
     return this.after(w, null, () => this.inner.setattr(ctx, id, attrs, guardCtime));
   }
 
-  create(ctx: CallContext, dir: FileId, name: Buffer, how: CreateHow): Promise<Created> {
+  override create(ctx: CallContext, dir: FileId, name: Buffer, how: CreateHow): Promise<Created> {
     const w = this.gates(ctx) ? this.waitName(dir, name) : null;
     if (w === null) return this.inner.create(ctx, dir, name, how);
     return this.after(w, null, () => this.inner.create(ctx, dir, name, how));
   }
 
-  mkdir(ctx: CallContext, dir: FileId, name: Buffer, attrs: SetAttrs): Promise<Created> {
+  override mkdir(ctx: CallContext, dir: FileId, name: Buffer, attrs: SetAttrs): Promise<Created> {
     const w = this.gates(ctx) ? this.waitName(dir, name) : null;
     if (w === null) return this.inner.mkdir(ctx, dir, name, attrs);
     return this.after(w, null, () => this.inner.mkdir(ctx, dir, name, attrs));
   }
 
-  symlink(ctx: CallContext, dir: FileId, name: Buffer, target: Buffer, attrs: SetAttrs): Promise<Created> {
+  override symlink(ctx: CallContext, dir: FileId, name: Buffer, target: Buffer, attrs: SetAttrs): Promise<Created> {
     const w = this.gates(ctx) ? this.waitName(dir, name) : null;
     if (w === null) return this.inner.symlink(ctx, dir, name, target, attrs);
     return this.after(w, null, () => this.inner.symlink(ctx, dir, name, target, attrs));
   }
 
-  mknod(
+  override mknod(
     ctx: CallContext, dir: FileId, name: Buffer, type: FileType, attrs: SetAttrs, rdev?: { major: number; minor: number },
   ): Promise<Created> {
     const w = this.gates(ctx) ? this.waitName(dir, name) : null;
@@ -193,19 +145,19 @@ class Gated implements ZoneFs {
     return this.after(w, null, () => this.inner.mknod(ctx, dir, name, type, attrs, rdev));
   }
 
-  remove(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
+  override remove(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
     const w = this.gates(ctx) ? this.waitName(dir, name) : null;
     if (w === null) return this.inner.remove(ctx, dir, name);
     return this.after(w, null, () => this.inner.remove(ctx, dir, name));
   }
 
-  rmdir(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
+  override rmdir(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
     const w = this.gates(ctx) ? this.waitName(dir, name) : null;
     if (w === null) return this.inner.rmdir(ctx, dir, name);
     return this.after(w, null, () => this.inner.rmdir(ctx, dir, name));
   }
 
-  rename(ctx: CallContext, fromDir: FileId, fromName: Buffer, toDir: FileId, toName: Buffer): Promise<{ from: Wcc; to: Wcc }> {
+  override rename(ctx: CallContext, fromDir: FileId, fromName: Buffer, toDir: FileId, toName: Buffer): Promise<{ from: Wcc; to: Wcc }> {
     let a: Promise<boolean> | null = null;
     let b: Promise<boolean> | null = null;
     if (this.gates(ctx)) {
@@ -216,7 +168,7 @@ class Gated implements ZoneFs {
     return this.after(a, b, () => this.inner.rename(ctx, fromDir, fromName, toDir, toName));
   }
 
-  link(ctx: CallContext, id: FileId, dir: FileId, name: Buffer): Promise<{ attr?: Attr; dir: Wcc }> {
+  override link(ctx: CallContext, id: FileId, dir: FileId, name: Buffer): Promise<{ attr?: Attr; dir: Wcc }> {
     let a: Promise<boolean> | null = null;
     let b: Promise<boolean> | null = null;
     if (this.gates(ctx)) {

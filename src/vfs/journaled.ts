@@ -7,8 +7,9 @@
  */
 import { joinRel, type IndexEntry } from '../journal/index-store.js';
 import { JOURNAL_CTX, timeNs, type ZoneJournal } from '../journal/zone-journal.js';
+import { PassThroughZoneFs } from './pass-through.js';
 import type {
-  Attr, CallContext, Created, CreateHow, DirPage, FileId, FileType, FsStat, PathConf, ReaddirOptions, SetAttrs,
+  Attr, CallContext, Created, CreateHow, FileId, FileType, SetAttrs,
   StableHow, Time, Wcc, ZoneFs,
 } from './types.js';
 
@@ -40,15 +41,9 @@ export function journaled(zone: ZoneFs, journal: ZoneJournal): JournaledZoneFs {
   return new Journaled(zone, journal);
 }
 
-class Journaled implements ZoneFs {
-  readonly name: string;
-  readonly zoneId: number;
-  readonly rootId: FileId;
-
-  constructor(readonly inner: ZoneFs, readonly journal: ZoneJournal) {
-    this.name = inner.name;
-    this.zoneId = inner.zoneId;
-    this.rootId = inner.rootId;
+class Journaled extends PassThroughZoneFs {
+  constructor(inner: ZoneFs, readonly journal: ZoneJournal) {
+    super(inner);
   }
 
   /** Relative path of a name inside directory `dir`, or undefined when the directory is unknown. */
@@ -57,47 +52,9 @@ class Journaled implements ZoneFs {
     return d === undefined ? undefined : joinRel(d, name);
   }
 
-  // ---------------------------------------------------------------- pass-through
-
-  getattr(ctx: CallContext, id: FileId): Promise<Attr> {
-    return this.inner.getattr(ctx, id);
-  }
-
-  generation(id: FileId): Promise<number> {
-    return this.inner.generation(id);
-  }
-
-  lookup(ctx: CallContext, dir: FileId, name: Buffer): Promise<{ id: FileId; attr: Attr; dirAttr?: Attr }> {
-    return this.inner.lookup(ctx, dir, name);
-  }
-
-  access(ctx: CallContext, id: FileId, mask: number): Promise<{ granted: number; attr: Attr }> {
-    return this.inner.access(ctx, id, mask);
-  }
-
-  readlink(ctx: CallContext, id: FileId): Promise<{ target: Buffer; attr?: Attr }> {
-    return this.inner.readlink(ctx, id);
-  }
-
-  read(ctx: CallContext, id: FileId, offset: number, count: number, into?: Buffer): Promise<{ data: Buffer; eof: boolean; attr?: Attr }> {
-    return this.inner.read(ctx, id, offset, count, into);
-  }
-
-  readdir(ctx: CallContext, dir: FileId, opts: ReaddirOptions): Promise<DirPage> {
-    return this.inner.readdir(ctx, dir, opts);
-  }
-
-  fsstat(ctx: CallContext, id: FileId): Promise<{ stat: FsStat; attr?: Attr }> {
-    return this.inner.fsstat(ctx, id);
-  }
-
-  pathconf(ctx: CallContext, id: FileId): Promise<{ conf: PathConf; attr?: Attr }> {
-    return this.inner.pathconf(ctx, id);
-  }
-
   // ---------------------------------------------------------------- content
 
-  async write(ctx: CallContext, id: FileId, offset: number, data: Buffer, stable: StableHow): Promise<{ count: number; committed: StableHow; file: Wcc }> {
+  override async write(ctx: CallContext, id: FileId, offset: number, data: Buffer, stable: StableHow): Promise<{ count: number; committed: StableHow; file: Wcc }> {
     // Held until the write is noted: from then on the coalescer tells the watcher it is ours.
     const release = this.journal.hold([id], NO_PATHS);
     try {
@@ -111,13 +68,13 @@ class Journaled implements ZoneFs {
     }
   }
 
-  async commit(ctx: CallContext, id: FileId, offset: number, count: number): Promise<Wcc> {
+  override async commit(ctx: CallContext, id: FileId, offset: number, count: number): Promise<Wcc> {
     const r = await this.inner.commit(ctx, id, offset, count);
     if (this.journal.coalescer.has(id)) void this.journal.flushFile(id, 'write');
     return r;
   }
 
-  async setattr(ctx: CallContext, id: FileId, attrs: SetAttrs, guardCtime?: Time): Promise<Wcc> {
+  override async setattr(ctx: CallContext, id: FileId, attrs: SetAttrs, guardCtime?: Time): Promise<Wcc> {
     const release = this.journal.hold([id], NO_PATHS);
     let r: Wcc;
     try {
@@ -176,7 +133,7 @@ class Journaled implements ZoneFs {
     });
   }
 
-  async create(ctx: CallContext, dir: FileId, name: Buffer, how: CreateHow): Promise<Created> {
+  override async create(ctx: CallContext, dir: FileId, name: Buffer, how: CreateHow): Promise<Created> {
     const path = this.child(dir, name);
     const release = this.journal.hold(NO_IDS, [path]);
     let r: Created;
@@ -190,7 +147,7 @@ class Journaled implements ZoneFs {
     return r;
   }
 
-  async mkdir(ctx: CallContext, dir: FileId, name: Buffer, attrs: SetAttrs): Promise<Created> {
+  override async mkdir(ctx: CallContext, dir: FileId, name: Buffer, attrs: SetAttrs): Promise<Created> {
     const path = this.child(dir, name);
     const release = this.journal.hold(NO_IDS, [path]);
     let r: Created;
@@ -204,7 +161,7 @@ class Journaled implements ZoneFs {
     return r;
   }
 
-  async symlink(ctx: CallContext, dir: FileId, name: Buffer, target: Buffer, attrs: SetAttrs): Promise<Created> {
+  override async symlink(ctx: CallContext, dir: FileId, name: Buffer, target: Buffer, attrs: SetAttrs): Promise<Created> {
     const path = this.child(dir, name);
     const release = this.journal.hold(NO_IDS, [path]);
     let r: Created;
@@ -218,7 +175,7 @@ class Journaled implements ZoneFs {
     return r;
   }
 
-  async mknod(
+  override async mknod(
     ctx: CallContext, dir: FileId, name: Buffer, type: FileType, attrs: SetAttrs, rdev?: { major: number; minor: number },
   ): Promise<Created> {
     const path = this.child(dir, name);
@@ -269,7 +226,7 @@ class Journaled implements ZoneFs {
     return { id, indexed: id !== undefined && this.journal.index.get(id) !== undefined };
   }
 
-  async remove(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
+  override async remove(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
     const path = this.child(dir, name);
     let release = this.journal.hold(NO_IDS, [path]);
     let id: FileId | undefined;
@@ -299,7 +256,7 @@ class Journaled implements ZoneFs {
     return r;
   }
 
-  async rmdir(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
+  override async rmdir(ctx: CallContext, dir: FileId, name: Buffer): Promise<Wcc> {
     const path = this.child(dir, name);
     let release = this.journal.hold(NO_IDS, [path]);
     let r: Wcc;
@@ -316,7 +273,7 @@ class Journaled implements ZoneFs {
     return r;
   }
 
-  async rename(ctx: CallContext, fromDir: FileId, fromName: Buffer, toDir: FileId, toName: Buffer): Promise<{ from: Wcc; to: Wcc }> {
+  override async rename(ctx: CallContext, fromDir: FileId, fromName: Buffer, toDir: FileId, toName: Buffer): Promise<{ from: Wcc; to: Wcc }> {
     const from = this.child(fromDir, fromName);
     const to = this.child(toDir, toName);
     let release = this.journal.hold(NO_IDS, [from, to]);
@@ -350,7 +307,7 @@ class Journaled implements ZoneFs {
     return r;
   }
 
-  async link(ctx: CallContext, id: FileId, dir: FileId, name: Buffer): Promise<{ attr?: Attr; dir: Wcc }> {
+  override async link(ctx: CallContext, id: FileId, dir: FileId, name: Buffer): Promise<{ attr?: Attr; dir: Wcc }> {
     const path = this.child(dir, name);
     const release = this.journal.hold([id], [path]);
     let r: { attr?: Attr; dir: Wcc };
@@ -381,7 +338,7 @@ class Journaled implements ZoneFs {
     return r;
   }
 
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     await this.journal.close();
     await this.inner.close();
   }
