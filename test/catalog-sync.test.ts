@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { defaultZoneDir } from '../src/catalog/backing.js';
+import { SqlitePinStore } from '../src/peer/pins.js';
 import { Catalog } from '../src/catalog/catalog.js';
 import { startCatalogSync, type CatalogSync } from '../src/catalog/catalog-sync.js';
 import { parseConfigText } from '../src/config/load.js';
@@ -313,8 +314,10 @@ describe('catalog merge of nodes and bad input', () => {
       const c = new Catalog(db, { nodeId: 'id-a' });
       c.addNode('a', 'id-a', 1);
       c.addNode('x', 'id-x', 5);
-      c.pinFingerprint('id-x', 'aa'.repeat(32));
-      expect(() => c.pinFingerprint('id-x', 'bb'.repeat(32))).toThrow(/pinned/);
+      // Pins are written by the peer protocol's pin store (src/peer/pins.ts) into the same table.
+      const pins = new SqlitePinStore(db);
+      pins.pin('id-x', 'x', 'aa'.repeat(32));
+      expect(() => pins.pin('id-x', 'x', 'bb'.repeat(32))).toThrow(/pinned/);
       const v0 = c.version();
       const r = c.merge({
         version: 3, zones: [], deleted: [],

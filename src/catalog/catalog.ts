@@ -133,7 +133,6 @@ export class Catalog {
   private readonly sNodes: Statement;
   private readonly sNodeRows: Statement;
   private readonly sNodeGet: Statement;
-  private readonly sNodeById: Statement;
   private readonly sNodeAdd: Statement;
   private readonly sNodeSet: Statement;
   private readonly sTombs: Statement;
@@ -168,7 +167,6 @@ export class Catalog {
     this.sNodes = db.prepare('SELECT name FROM catalog_nodes ORDER BY name').pluck(true);
     this.sNodeRows = db.prepare('SELECT name, node_id, added_ms, fingerprint FROM catalog_nodes ORDER BY name');
     this.sNodeGet = db.prepare('SELECT name, node_id, added_ms, fingerprint FROM catalog_nodes WHERE name = ?');
-    this.sNodeById = db.prepare('SELECT name, node_id, added_ms, fingerprint FROM catalog_nodes WHERE node_id = ? ORDER BY name');
     this.sNodeAdd = db.prepare('INSERT INTO catalog_nodes (name, node_id, added_ms, fingerprint) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING');
     this.sNodeSet = db.prepare('UPDATE catalog_nodes SET node_id = ?, added_ms = ?, fingerprint = ? WHERE name = ?');
     this.sTombs = db.prepare('SELECT name, deleted_ms, deleted_by FROM catalog_zone_tombstones ORDER BY name');
@@ -297,27 +295,6 @@ export class Catalog {
   addNode(name: string, nodeId: string | null, nowMs = Date.now()): void {
     this.db.transaction(() => {
       if (this.sNodeAdd.run(name, nodeId, nowMs, null).changes > 0) this.bump();
-    });
-  }
-
-  /**
-   * Pin the certificate fingerprint of the node with `nodeId`. EACCES when a different one is
-   * pinned already (never replaced); ENOENT when no node has that id. Bumps the version when new.
-   */
-  pinFingerprint(nodeId: string, fingerprint: string): void {
-    this.db.transaction(() => {
-      const rows = this.sNodeById.all(nodeId) as NodeRow[];
-      if (rows.length === 0) throw new GvError('ENOENT', `no node with id ${nodeId} in the catalog`, { nodeId });
-      let changed = false;
-      for (const r of rows) {
-        if (r.fingerprint === fingerprint) continue;
-        if (r.fingerprint !== null) {
-          throw new GvError('EACCES', `node ${r.name} (${nodeId}) has certificate ${r.fingerprint} pinned, not ${fingerprint}`, { node: r.name, nodeId });
-        }
-        this.sNodeSet.run(r.node_id, r.added_ms, fingerprint, r.name);
-        changed = true;
-      }
-      if (changed) this.bump();
     });
   }
 
