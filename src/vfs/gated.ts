@@ -78,9 +78,12 @@ class Gated extends PassThroughZoneFs {
 
   /** False when this call cannot wait at all (not a client's, or the zone does not pull first). */
   private gates(ctx: CallContext): boolean {
-    if (ctx.origin !== 'nfs' || this.consistency() !== 'pull-first') return false;
+    if (ctx.origin !== 'nfs') return false;
+    // Nothing pending (the usual case) is one map look-up; the zone's consistency (which may
+    // cost a catalog query) is asked only when something is.
     const idle = this.gate.idle;
-    return idle === undefined || !idle.call(this.gate, this.name);
+    if (idle !== undefined && idle.call(this.gate, this.name)) return false;
+    return this.consistency() === 'pull-first';
   }
 
   /** The gate's answer for the object `id`: null when nothing is pending. */
