@@ -223,3 +223,87 @@ describe('RecordDecoder with a buffer pool', () => {
     expect(pool.inUse).toBe(0);
   });
 });
+
+describe('RecordDecoder in user-buffer mode (reads land in buffers it hands out)', () => {
+  /** A deterministic pseudo-random stream of records: small, medium, large, multi-fragment. */
+  function stream(seed: number): { bytes: Buffer; records: Buffer[] } {
+    let x = seed >>> 0;
+    const rnd = (n: number) => {
+      x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+      return x % n;
+    };
+    const parts: Buffer[] = [];
+    const records: Buffer[] = [];
+    const sizes = [0, 1, 3, 100, 4096, 65535, 65536, 300_000, 1 << 20];
+    for (let i = 0; i < 40; i++) {
+      const size = sizes[rnd(sizes.length)]!;
+      const rec = Buffer.alloc(size);
+      for (let j = 0; j < size; j += 997) rec[j] = rnd(256);
+      records.push(rec);
+      if (size > 8 && rnd(4) === 0) {
+        // two fragments
+        const cut = 1 + rnd(size - 1);
+        const first = Buffer.alloc(4);
+        first.writeUInt32BE(cut, 0); // not the last fragment: high bit clear
+        parts.push(first, rec.subarray(0, cut), recordMark(size - cut), rec.subarray(cut));
+      } else {
+        parts.push(recordMark(size), rec);
+      }
+    }
+    return { bytes: Buffer.concat(parts), records };
+  }
+
+  /** Play `bytes` as a socket would: each read fills at most the handed-out buffer, at most `max` bytes. */
+  function play(dec: RecordDecoder, bytes: Buffer, seed: number, max: number): { inPlaceBytes: number } {
+    let x = seed >>> 0;
+    let off = 0;
+    let inPlaceBytes = 0;
+    let scratch: Buffer | null = null;
+    for (let guard = 0; off < bytes.length && guard < 1_000_000; guard++) {
+      const target = dec.readTarget();
+      x = (Math.imul(x, 22695477) + 1) >>> 0;
+      const n = Math.min(target.length, bytes.length - off, 1 + (x % max));
+      bytes.copy(target, 0, off, off + n);
+      if (target.length !== 64 * 1024) inPlaceBytes += n;
+      else if (scratch === null) scratch = target;
+      else expect(target).toBe(scratch); // always the same scratch buffer: nothing allocated per read
+      off += n;
+      dec.filled(n);
+      // The socket reuses the scratch for the next read: scribble over it.
+      if (target === scratch) target.fill(0xee);
+    }
+    expect(off).toBe(bytes.length);
+    return { inPlaceBytes };
+  }
+
+  for (const [seed, max] of [[1, 70_000], [2, 1500], [3, 1 << 20], [4, 4000]] as const) {
+    it(`yields every record intact, with or without a pool (seed ${seed}, reads up to ${max} B)`, async () => {
+      const { BufferPool } = await import('../src/util/buffer-pool.js');
+      const { bytes, records } = stream(seed);
+      for (const pool of [undefined, new BufferPool((1 << 20) + 4096, 4)]) {
+        const got: Buffer[] = [];
+        const held: Buffer[] = [];
+        const dec = new RecordDecoder(2 << 20, (rec, release) => {
+          held.push(rec); // kept as the procedure would keep it: must survive later reads
+          got.push(Buffer.from(rec));
+          release?.();
+        }, 1024, pool);
+        const { inPlaceBytes } = play(dec, bytes, seed, max);
+        expect(got.length).toBe(records.length);
+        for (let i = 0; i < records.length; i++) expect(got[i]!.equals(records[i]!)).toBe(true);
+        // Views handed to the procedure never alias the scratch buffer.
+        for (let i = 0; i < held.length; i++) if (!pool || records[i]!.length < 65536) expect(held[i]!.equals(records[i]!)).toBe(true);
+        if (pool && max >= 1500) expect(inPlaceBytes).toBeGreaterThan(1 << 20); // large payloads read in place
+        if (!pool) expect(inPlaceBytes).toBe(0);
+        expect(pool?.inUse ?? 0).toBe(0);
+      }
+    });
+  }
+
+  it('a hostile record mark read into the scratch is refused before anything is allocated', () => {
+    const dec = new RecordDecoder(1 << 20, () => {});
+    const t = dec.readTarget();
+    t.writeUInt32BE(0xffffffff, 0);
+    expectProtocol(() => dec.filled(4));
+  });
+});

@@ -3,6 +3,10 @@ import type { BufferPool } from '../util/buffer-pool.js';
 
 /** Records at least this large that span chunks are gathered into a pooled buffer. */
 const POOL_MIN = 64 * 1024;
+/** Reads land here in user-buffer mode unless they can go straight into a record's own buffer. */
+const SCRATCH_SIZE = 64 * 1024;
+/** The rest of a pooled record is read in place when at least this much of it is still to come. */
+const IN_PLACE_MIN = 4096;
 
 /**
  * ONC RPC record marking (RFC 5531 §11) as a push decoder: feed it socket chunks, it emits whole
@@ -24,6 +28,12 @@ export class RecordDecoder {
   private partsLen = 0;
   /** Pooled buffer the current (single-fragment, large) record is gathered into. */
   private target: Buffer | null = null;
+  /** User-buffer mode: the one buffer socket reads land in when not reading in place. */
+  private scratch: Buffer | null = null;
+  /** The buffer handed out by readTarget() is the current record's own (not the scratch). */
+  private inPlace = false;
+  /** The chunk being pushed is reused after push() returns: nothing may keep a view of it. */
+  private transient = false;
 
   /**
    * `onRecord` gets a `release` function when the record lives in a pooled buffer: call it once
@@ -35,6 +45,40 @@ export class RecordDecoder {
     private readonly maxFragments = 1024,
     private readonly pool?: BufferPool,
   ) {}
+
+  /**
+   * User-buffer mode (the socket reads into buffers we hand out, so no read allocates): where the
+   * next read should land. Inside a large pooled record it is exactly the rest of that record, so
+   * the kernel copies the payload straight into the buffer the procedure will see (no second
+   * copy, and never past the record's end); otherwise a scratch buffer kept for the connection's
+   * life, whose bytes are copied out before the next read.
+   */
+  readTarget(): Buffer {
+    if (this.target !== null && this.inFragment && this.fragRemaining >= IN_PLACE_MIN) {
+      this.inPlace = true;
+      return this.target.subarray(this.partsLen, this.partsLen + this.fragRemaining);
+    }
+    this.inPlace = false;
+    this.scratch ??= Buffer.allocUnsafeSlow(SCRATCH_SIZE);
+    return this.scratch;
+  }
+
+  /** `n` bytes were read into the buffer the last readTarget() returned. */
+  filled(n: number): void {
+    if (this.inPlace) {
+      this.inPlace = false;
+      this.partsLen += n;
+      this.fragRemaining -= n;
+      if (this.fragRemaining === 0) this.endFragment();
+      return;
+    }
+    this.transient = true;
+    try {
+      this.push(this.scratch!.subarray(0, n));
+    } finally {
+      this.transient = false;
+    }
+  }
 
   push(chunk: Buffer): void {
     let off = 0;
@@ -56,9 +100,11 @@ export class RecordDecoder {
         if (this.fragRemaining === 0) this.endFragment();
         continue;
       }
-      if (this.fragLast && this.partsLen === 0 && this.target === null && this.parts.length === 0 && len - off >= this.fragRemaining) {
-        // The whole record is inside this chunk: emit a view.
-        const record = chunk.subarray(off, off + this.fragRemaining);
+      if (this.fragLast && this.partsLen === 0 && this.target === null && this.parts.length === 0 && len - off >= this.fragRemaining &&
+        !(this.transient && this.pool && this.fragRemaining >= POOL_MIN)) {
+        // The whole record is inside this chunk: emit a view (a copy when the chunk is reused).
+        const view = chunk.subarray(off, off + this.fragRemaining);
+        const record = this.transient ? Buffer.from(view) : view;
         off += this.fragRemaining;
         this.fragRemaining = 0;
         this.inFragment = false;
@@ -81,7 +127,7 @@ export class RecordDecoder {
       // Keep large parts as views; copy small ones, so a view never pins a chunk mostly made of
       // other data (and callers may reuse small buffers).
       const view = chunk.subarray(off, off + take);
-      this.parts.push(take >= 16384 && take * 4 >= len ? view : Buffer.from(view));
+      this.parts.push(!this.transient && take >= 16384 && take * 4 >= len ? view : Buffer.from(view));
       this.partsLen += take;
       this.fragRemaining -= take;
       off += take;
