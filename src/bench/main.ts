@@ -15,7 +15,9 @@ import { startGanesha } from './ganesha.js';
 import { startGvDaemon } from './gvDaemon.js';
 import { CleanupRegistry, runCommand } from './processes.js';
 import { buildRows, formatTable, toJson, type BenchReport } from './report.js';
-import { defaultReplicationOptions, formatReplicationTable, runReplicationBench, type ReplicationReport } from './replication.js';
+import {
+  defaultReplicationOptions, formatReplicationTable, REPL_ROW_IDS, runReplicationBench, type ReplicationReport, type ReplRowId,
+} from './replication.js';
 import { runSuite, type SuiteParams, type SystemResult } from './suite.js';
 import { localTarget, nfsTarget, SYSTEM_IDS, SYSTEM_LABELS, type BenchTarget, type SystemId } from './target.js';
 import { buildHelpers } from './tools.js';
@@ -26,6 +28,8 @@ export interface BenchOptions {
   only: SystemId[];
   /** run the replication bench (two gvd in network namespaces; `--only replication`) */
   replication: boolean;
+  /** replication rows to measure (default all) */
+  replRows?: ReplRowId[];
   runs: number;
   sizeMib: number;
   files: number;
@@ -46,6 +50,14 @@ function positiveInt(name: string, allowZero = false) {
   };
 }
 
+function replRowList(v: string): ReplRowId[] {
+  const ids = v.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const id of ids) {
+    if (!(REPL_ROW_IDS as readonly string[]).includes(id)) throw new InvalidArgumentError(`unknown replication row '${id}' (${REPL_ROW_IDS.join(', ')})`);
+  }
+  return ids as ReplRowId[];
+}
+
 function systemList(v: string): (SystemId | 'replication')[] {
   const ids = v.split(',').map((s) => s.trim()).filter(Boolean);
   for (const id of ids) {
@@ -60,7 +72,8 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     .option('--json', 'print the results as JSON instead of the table', false)
     .option('--quick', 'smaller sizes: 128 MiB big file, 300 small files', false)
     .option('--only <systems>', 'comma list of gv, ganesha, local, replication (default: all)', systemList)
-    .option('--runs <n>', 'repetitions per measurement (best and median are reported)', positiveInt('--runs'), 3)
+    .option('--repl-rows <rows>', `replication rows to measure, comma list of ${REPL_ROW_IDS.join(', ')} (default: all)`, replRowList)
+    .option('--runs <n>', 'repetitions per measurement (best and median are reported; initial sync rows too)', positiveInt('--runs'), 3)
     .option('--size-mib <n>', 'big file size in MiB (0 skips the big-file tests)', positiveInt('--size-mib', true))
     .option('--files <n>', 'small files per run (0 skips the small-file tests)', positiveInt('--files', true))
     .option('--file-size <bytes>', 'bytes per small file', positiveInt('--file-size', true), 4096)
@@ -80,7 +93,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     throw new GvError('USAGE', e.message);
   }
   const o = program.opts<{
-    json: boolean; quick: boolean; only?: (SystemId | 'replication')[]; runs: number; sizeMib?: number; files?: number;
+    json: boolean; quick: boolean; only?: (SystemId | 'replication')[]; replRows?: ReplRowId[]; runs: number; sizeMib?: number; files?: number;
     fileSize: number; baseDir: string; gvUrl?: string; cpuProf?: string | boolean; install: boolean; keep: boolean; logLevel: string;
   }>();
   return {
@@ -88,6 +101,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions {
     quick: o.quick,
     only: o.only?.length ? o.only.filter((x): x is SystemId => x !== 'replication') : [...SYSTEM_IDS],
     replication: o.only?.length ? o.only.includes('replication') : true,
+    ...(o.replRows?.length ? { replRows: o.replRows } : {}),
     runs: o.runs,
     sizeMib: o.sizeMib ?? (o.quick ? 128 : 1024),
     files: o.files ?? (o.quick ? 300 : 2000),
@@ -205,6 +219,8 @@ export async function runBench(opts: BenchOptions): Promise<number> {
       replication = await runReplicationBench({
         ...defaultReplicationOptions(opts.quick, { baseDir: path.join(base, 'replication'), cleanup, log, logLevel: opts.logLevel }),
         keep: opts.keep,
+        runs: opts.runs,
+        ...(opts.replRows ? { rows: new Set(opts.replRows) } : {}),
         ...(opts.sizeMib !== (opts.quick ? 128 : 1024) ? { bigBytes } : {}),
         ...(opts.files !== (opts.quick ? 300 : 2000) ? { smallCount: opts.files } : {}),
       });

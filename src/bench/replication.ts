@@ -49,7 +49,15 @@ export interface ReplicationBenchOptions {
   logLevel: string;
   /** Keep the clusters' directories (configs, daemon logs). */
   keep?: boolean;
+  /** Runs of each initial sync (best and median are reported; default 1). */
+  runs?: number;
+  /** Rows to measure (default all). */
+  rows?: ReadonlySet<ReplRowId>;
 }
+
+/** Row names for `--repl-rows`. */
+export const REPL_ROW_IDS = ['latency', 'edit', 'big', 'small'] as const;
+export type ReplRowId = (typeof REPL_ROW_IDS)[number];
 
 export type ReplMetricId = 'latency' | 'syncBig' | 'syncSmall' | 'editBytes';
 
@@ -311,6 +319,10 @@ interface SyncFigures {
   rsyncSeconds: number | null;
   gvError?: string;
   rsyncError?: string;
+  /** Medians over the runs (several runs only). */
+  gvMedian?: number | null;
+  rsyncMedian?: number | null;
+  runs?: number;
 }
 
 /** Initial sync of `kind` from A to a B that starts empty: rsync first, then B's gvd. */
@@ -404,7 +416,9 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
   // (a) latency and (c) the 1-byte edit, on one two-node cluster.
   let latencies: number[] | null = null;
   let edit: { gv: number | null; rsync: number | null } = { gv: null, rsync: null };
-  try {
+  const want = (r: ReplRowId): boolean => !opts.rows || opts.rows.has(r);
+  if (!want('edit')) opts.editBytes = 0;
+  if (want('latency') || want('edit')) try {
     opts.log('replication: two nodes a, b in network namespaces');
     const cluster = await startGvCluster({ hosts: ['a', 'b'], zones: [{ name: ZONE, quota: '4T', nodes: ['a', 'b'] }], baseDir: opts.baseDir, prefix: 'gvb', logLevel: opts.logLevel,
       configExtra: () => REPLICATION_TOML, keepDir: opts.keep,
@@ -413,7 +427,7 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
     try {
       if (cluster.lab.pairSupport()) report.notes.push(`byte counters: ${cluster.lab.pairSupport()}`);
       const m = await mountBoth(cluster, opts);
-      try {
+      if (want('latency')) try {
         opts.log(`replication: propagation latency, ${opts.latencyWrites} writes of 4 KiB`);
         latencies = await measureLatency(m, opts, cluster);
       } catch (err) {
@@ -446,21 +460,33 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
   // (b) initial sync, one fresh cluster per kind.
   const sync: Partial<Record<'big' | 'small', SyncFigures>> = {};
   for (const kind of ['big', 'small'] as const) {
-    if ((kind === 'big' && opts.bigBytes === 0) || (kind === 'small' && opts.smallCount === 0)) continue;
-    try {
-      opts.log(`replication: initial sync (${kind}) from A to a new member B`);
-      sync[kind] = await measureInitialSync(kind, opts, rsync);
-      if (sync[kind]!.gvError) report.errors[kind === 'big' ? 'syncBig' : 'syncSmall'] = sync[kind]!.gvError;
-      if (sync[kind]!.rsyncError) report.notes.push(`rsync (${kind}) FAILED: ${sync[kind]!.rsyncError}`);
-    } catch (err) {
-      report.errors[kind === 'big' ? 'syncBig' : 'syncSmall'] = (err as Error).message;
+    if ((kind === 'big' && opts.bigBytes === 0) || (kind === 'small' && opts.smallCount === 0) || !want(kind)) continue;
+    const runs = Math.max(1, opts.runs ?? 1);
+    const gvs: number[] = [];
+    const rsyncs: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      try {
+        opts.log(`replication: initial sync (${kind}) from A to a new member B${runs > 1 ? `, run ${run + 1} of ${runs}` : ''}`);
+        const f = await measureInitialSync(kind, opts, rsync);
+        if (f.gvSeconds !== null) gvs.push(f.gvSeconds);
+        if (f.rsyncSeconds !== null) rsyncs.push(f.rsyncSeconds);
+        if (f.gvError) report.errors[kind === 'big' ? 'syncBig' : 'syncSmall'] = f.gvError;
+        if (f.rsyncError) report.notes.push(`rsync (${kind}) FAILED: ${f.rsyncError}`);
+      } catch (err) {
+        report.errors[kind === 'big' ? 'syncBig' : 'syncSmall'] = (err as Error).message;
+      }
+    }
+    if (gvs.length || rsyncs.length) {
+      const best = (xs: number[]): number | null => (xs.length ? Math.min(...xs) : null);
+      const med = (xs: number[]): number | null => (xs.length ? percentile([...xs].sort((x, y) => x - y), 50) : null);
+      sync[kind] = { gvSeconds: best(gvs), rsyncSeconds: best(rsyncs), gvMedian: med(gvs), rsyncMedian: med(rsyncs), runs };
     }
   }
 
   const sorted = latencies ? [...latencies].sort((x, y) => x - y) : [];
   const p50 = sorted.length ? percentile(sorted, 50) : null;
   const p99 = sorted.length ? percentile(sorted, 99) : null;
-  report.rows.push({
+  if (want('latency')) report.rows.push({
     id: 'latency', label: `propagation 4 KiB A→B (${opts.latencyWrites} writes)`, unit: 'ms p50 / p99',
     gv: latencies ? `${fmt(p50, 1)} / ${fmt(p99, 1)}` : 'FAILED', rsync: '-', target: 'p50 < 50, p99 < 200',
     verdict: latencies ? (p50! < 50 && p99! < 200 ? 'met' : 'not met') : 'not met',
@@ -473,13 +499,16 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
     const rate = (s: number | null): number | null => (s === null ? null : big ? mb(opts.bigBytes, s) : opts.smallCount / s);
     const g = rate(f?.gvSeconds ?? null);
     const r = rate(f?.rsyncSeconds ?? null);
+    const gm = rate(f?.gvMedian ?? null);
+    const rm = rate(f?.rsyncMedian ?? null);
+    const both = (best: number | null, median: number | null): string => (f?.runs && f.runs > 1 ? `${fmt(best)} / ${fmt(median)}` : fmt(best));
     report.rows.push({
       id: big ? 'syncBig' : 'syncSmall',
       label: big ? `initial sync, ${(opts.bigBytes / 1048576).toFixed(0)} MiB file` : `initial sync, ${opts.smallCount} files of ${opts.smallSize} B`,
-      unit: big ? 'MB/s' : 'files/s',
-      gv: g === null ? 'FAILED' : fmt(g), rsync: r === null ? (rsync ? 'FAILED' : 'skipped') : fmt(r), target: '>= rsync',
+      unit: (big ? 'MB/s' : 'files/s') + (f?.runs && f.runs > 1 ? ' best/med' : ''),
+      gv: g === null ? 'FAILED' : both(g, gm), rsync: r === null ? (rsync ? 'FAILED' : 'skipped') : both(r, rm), target: '>= rsync',
       verdict: g === null ? 'not met' : r === null ? 'n/a' : g >= r ? 'met' : 'not met',
-      values: { gvSeconds: f?.gvSeconds ?? null, rsyncSeconds: f?.rsyncSeconds ?? null, gv: g, rsync: r },
+      values: { gvSeconds: f?.gvSeconds ?? null, rsyncSeconds: f?.rsyncSeconds ?? null, gv: g, rsync: r, gvMedian: gm, rsyncMedian: rm },
     });
   };
   syncRow('big');
@@ -492,7 +521,7 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
       values: { gv: edit.gv, rsync: edit.rsync },
     });
   }
-  report.notes.push('latency: from the CREATE on A until B returns the same 4 KiB through NFS (B polled every 2 ms, in-process NFS client through a relay)');
+  if (want('latency')) report.notes.push('latency: from the CREATE on A until B returns the same 4 KiB through NFS (B polled every 2 ms, in-process NFS client through a relay)');
   report.notes.push('initial sync: rsync -a (daemon mode in A, client in B) first, then B\'s gvd starts on an empty zone; gv is timed from B\'s ready line to the last byte present (verified after)');
   report.notes.push('bytes on wire: nft counters in the switch, IP bytes delivered in both directions between A and B');
   return report;
