@@ -10,6 +10,7 @@ import { FrameType, MAX_FRAME, Op, frameHead } from '../src/peer/frame.js';
 import { tlsBase } from '../src/peer/tls-options.js';
 import { BLOCK_SIZE, MAX_ENTRIES, MAX_JOURNAL_PAGE } from '../src/replication/source.js';
 import { vectorOf } from '../src/replication/vector.js';
+import { blockPool } from '../src/util/block-pool.js';
 import { PeerLab, nodeRows, type LabNode } from './harness/peer-lab.js';
 import { waitFor } from './harness/wait.js';
 
@@ -186,6 +187,35 @@ describe('peer protocol between two nodes with the same cluster key', () => {
       b.source.blockDelayMs = 0;
     }
     expect((await s.block('z1', Buffer.from('small.txt'), 0n, 5)).toString()).toBe('hello');
+  });
+
+  it('recycles block buffers on both ends without ever handing out bytes still in use', async () => {
+    // Sender and receiver share this process's block pool, so a buffer given back too early by
+    // either side (the server before TLS took it, the client while a caller holds it) would show
+    // up as another block's bytes here.
+    const files = Array.from({ length: 6 }, () => randomBytes(BLOCK_SIZE));
+    files.forEach((f, k) => b.source.files.set(`pool-${k}.bin`, f));
+    b.source.pooled = true;
+    try {
+      const s = lab.pool(a).source(b.identity.id)!;
+      let next = 0;
+      let checked = 0;
+      await Promise.all(Array.from({ length: 16 }, async () => {
+        while (next < 240) {
+          const k = next++ % files.length;
+          const got = await s.block('z1', Buffer.from(`pool-${k}.bin`), 0n, BLOCK_SIZE);
+          // Let other frames arrive and be decoded while this one is held.
+          await new Promise((r) => setImmediate(r));
+          expect(got.equals(files[k]!)).toBe(true);
+          checked++;
+          s.recycle!(got);
+        }
+      }));
+      expect(checked).toBe(240);
+      expect(blockPool.idle).toBeGreaterThan(0);
+    } finally {
+      b.source.pooled = false;
+    }
   });
 
   it('prints the throughput of 1 MiB blocks with 4 in flight', async () => {

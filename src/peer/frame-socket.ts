@@ -65,13 +65,26 @@ export class FrameSocket {
     }
   }
 
-  /** Write one frame; false when closed. EFBIG (nothing written) when it exceeds MAX_FRAME. */
-  send(type: FrameType, op: Op, id: number, header: Buffer, payload: readonly Buffer[] = []): boolean {
-    if (this.closed) return false;
+  /**
+   * Write one frame; false when closed. EFBIG (nothing written) when it exceeds MAX_FRAME.
+   * `written` runs once the socket is done with the payload buffers (they may be reused then),
+   * also when the frame is not written at all.
+   */
+  send(type: FrameType, op: Op, id: number, header: Buffer, payload: readonly Buffer[] = [], written?: () => void): boolean {
+    if (this.closed) {
+      written?.();
+      return false;
+    }
     let plen = 0;
     for (const p of payload) plen += p.length;
     const s = this.socket;
-    const fixed = frameFixed(type, op, id, header.length, plen);
+    let fixed: Buffer;
+    try {
+      fixed = frameFixed(type, op, id, header.length, plen);
+    } catch (err) {
+      written?.();
+      throw err;
+    }
     const n = fixed.length + header.length + plen;
     const corked = payload.length > 0 || header.length > SMALL_HEADER;
     // Corked: one TLS write of the whole frame (fewer, fuller records); big parts never copied here.
@@ -81,7 +94,17 @@ export class FrameSocket {
       s.write(fixed);
       s.write(header);
     }
-    for (const p of payload) if (p.length > 0) s.write(p);
+    let last = -1;
+    for (let k = 0; k < payload.length; k++) if (payload[k]!.length > 0) last = k;
+    for (let k = 0; k <= last; k++) {
+      const p = payload[k]!;
+      if (p.length === 0) continue;
+      // Callbacks run in write order (also with an error when the socket is destroyed first):
+      // once the last chunk's has run, the socket is done with every payload buffer.
+      if (k === last && written) s.write(p, () => written());
+      else s.write(p);
+    }
+    if (last < 0) written?.();
     if (corked) s.uncork();
     this.bytesOut += n;
     this.traffic?.(0, n);

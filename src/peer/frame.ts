@@ -12,8 +12,11 @@
  *
  * `FrameDecoder` is push-based (bytes in, frames out) and never touches a socket; a frame is
  * gathered into one buffer of its exact size (one copy), and header and payload are views of it.
+ * Frames larger than 64 KiB that fit a block are gathered into a recycled buffer (blockPool): the
+ * receiver of a block gives it back once the block is written (ReplicaSource.recycle).
  */
 import { GvError } from '../errors.js';
+import { blockPool } from '../util/block-pool.js';
 
 export const FrameType = {
   HELLO: 1,
@@ -61,6 +64,9 @@ export function frameFixed(type: FrameType, op: Op, id: number, headerLength: nu
 export function frameHead(type: FrameType, op: Op, id: number, header: Buffer, payloadLength: number): Buffer {
   return Buffer.concat([frameFixed(type, op, id, header.length, payloadLength), header]);
 }
+
+/** Frames above this size come from the block pool. */
+const POOLED_FROM = 64 * 1024;
 
 const TYPES = new Set<number>(Object.values(FrameType));
 const OPS = new Set<number>(Object.values(Op));
@@ -114,7 +120,7 @@ export class FrameDecoder {
       this.buffered = 0;
       if (length < FRAME_FIXED) throw new GvError('PROTOCOL', `frame length ${length} below ${FRAME_FIXED}`);
       if (length > this.maxFrame) throw new GvError('PROTOCOL', `frame length ${length} exceeds ${this.maxFrame}`);
-      this.pending = Buffer.allocUnsafe(length);
+      this.pending = length > POOLED_FROM ? blockPool.take(length) : Buffer.allocUnsafe(length);
       this.filled = 0;
     }
     return out;

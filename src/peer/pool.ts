@@ -5,6 +5,7 @@
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import type { NodeIdentity } from '../catalog/identity.js';
+import { blockPool } from '../util/block-pool.js';
 import { GvError } from '../errors.js';
 import type { CatalogSnapshot, JournalPage, ListPage, PeerConnector, RemoteEntry, ReplicaSource } from '../replication/source.js';
 import { PeerClient, type PeerClientOptions } from './client.js';
@@ -116,6 +117,7 @@ export class PeerPool implements PeerConnector {
             if (f.header.length || f.payload.length > length) throw new GvError('PROTOCOL', `block answer of ${f.payload.length} bytes for ${length}`);
             return f.payload;
           }),
+        recycle: (b: Buffer): void => blockPool.give(b),
         list: async (zone, dir, after, limit, inlineMax): Promise<ListPage> =>
           call(Op.LIST, encodeListRequest(zone, dir, after, limit, inlineMax), (f) => decodeListPage(f.header, f.payload, limit, inlineMax)),
         catalog: async (): Promise<CatalogSnapshot> =>

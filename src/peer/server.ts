@@ -7,6 +7,7 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import tls from 'node:tls';
 import type { NodeIdentity } from '../catalog/identity.js';
+import { blockPool } from '../util/block-pool.js';
 import { GvError, toGvError } from '../errors.js';
 import type { LocalReplicaSource, PeerCaller } from '../replication/source.js';
 import {
@@ -43,7 +44,8 @@ export interface PeerServerOptions {
   maxInFlight?: number;
 }
 
-interface Reply { header: Buffer; payload: Buffer[] }
+/** `done` runs once the socket is finished with the payload (a pooled block goes back). */
+interface Reply { header: Buffer; payload: Buffer[]; done?: () => void }
 
 export class PeerServer {
   private readonly server: tls.Server;
@@ -166,7 +168,7 @@ export class PeerServer {
       this.dispatch(caller, f).then(
         (r) => {
           try {
-            fs.send(FrameType.RESPONSE, f.op, f.id, r.header, r.payload);
+            fs.send(FrameType.RESPONSE, f.op, f.id, r.header, r.payload, r.done);
           } catch (err) {
             fs.send(FrameType.ERROR, f.op, f.id, encodeError(toGvError(err)));
           }
@@ -207,7 +209,7 @@ export class PeerServer {
         const q = decodeBlockRequest(f.header);
         const data = await src.block(caller, q.zone, q.path, q.offset, q.length);
         if (data.length > q.length) throw new GvError('EIO', `source answered ${data.length} bytes for ${q.length}`);
-        return { header: Buffer.alloc(0), payload: [data] };
+        return { header: Buffer.alloc(0), payload: [data], done: () => blockPool.give(data) };
       }
       case Op.LIST: {
         const q = decodeListRequest(f.header);

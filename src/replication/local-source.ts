@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { GvError, toGvError } from '../errors.js';
+import { blockPool } from '../util/block-pool.js';
 import { hashBuffer } from '../journal/hasher.js';
 import type { IndexEntry } from '../journal/index-store.js';
 import type { ZoneJournal } from '../journal/zone-journal.js';
@@ -151,34 +152,42 @@ export class LocalSource implements LocalReplicaSource {
     checkPath(path);
     if (offset < 0n || !Number.isInteger(length) || length < 0 || length > BLOCK_SIZE) throw new GvError('EINVAL', 'bad block range');
     if (!parentsOk(z.rootBuf, path)) throw new GvError('ENOENT', 'no such file');
-    let fh: fsp.FileHandle;
+    // open, fstat and close are a few microseconds each: done here rather than as three thread
+    // pool round trips; only the read of up to 1 MiB goes to the pool.
+    let fd: number;
     try {
-      fh = await fsp.open(absOf(z.rootBuf, path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+      fd = fs.openSync(absOf(z.rootBuf, path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
     } catch (err) {
       const e = toGvError(err);
       throw e.code === 'ELOOP' ? new GvError('ENOENT', 'not a regular file') : e;
     }
+    const buf = blockPool.take(length);
     try {
-      const st = await fh.stat();
-      if (!st.isFile()) throw new GvError('ENOENT', 'not a regular file');
-      const buf = Buffer.allocUnsafe(length);
+      if (!fs.fstatSync(fd).isFile()) throw new GvError('ENOENT', 'not a regular file');
       let got = 0;
       while (got < length) {
-        const { bytesRead } = await fh.read(buf, got, length - got, Number(offset) + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
+        const n = await readAt(fd, buf, got, length - got, Number(offset) + got);
+        if (n === 0) break;
+        got += n;
       }
       this.stats.blockCalls++;
       this.stats.blockBytes += got;
       return got === length ? buf : buf.subarray(0, got);
+    } catch (err) {
+      blockPool.give(buf);
+      throw err;
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
   }
 
   catalog(caller: PeerCaller): Promise<CatalogSnapshot> {
     return this.opts.catalog(caller);
   }
+}
+
+function readAt(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
 function typeBits(t: RemoteEntry['type']): number {

@@ -114,6 +114,8 @@ export interface ReplicaSource {
   entries(zone: string, paths: readonly Buffer[], inlineMax: number): Promise<(RemoteEntry | null)[]>;
   /** Bytes [offset, offset + length) of the regular file at `path` (short at end of file). */
   block(zone: string, path: Buffer, offset: bigint, length: number): Promise<Buffer>;
+  /** Optional: the caller is done with a buffer block() answered (it may be reused at once). */
+  recycle?(block: Buffer): void;
   catalog(): Promise<CatalogSnapshot>;
   /**
    * Index entries below `dir` ('' = the whole zone; `dir` itself is not included), recursively,

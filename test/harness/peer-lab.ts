@@ -15,6 +15,7 @@ import type { PeerLog } from '../../src/peer/log.js';
 import { SqlitePinStore } from '../../src/peer/pins.js';
 import { PeerPool, type PeerPoolOptions } from '../../src/peer/pool.js';
 import { PeerServer } from '../../src/peer/server.js';
+import { blockPool } from '../../src/util/block-pool.js';
 import type {
   CatalogSnapshot, JournalPage, ListPage, LocalReplicaSource, PeerCaller, RemoteEntry,
 } from '../../src/replication/source.js';
@@ -26,6 +27,8 @@ export class MemorySource implements LocalReplicaSource {
   files = new Map<string, Buffer>();
   snapshot: CatalogSnapshot = { version: 0, zones: [], deleted: [], nodes: [] };
   callers: PeerCaller[] = [];
+  /** Answer blocks in recycled buffers of the block pool, as the real LocalSource does. */
+  pooled = false;
   /** Delay of every block() call (server-close tests). */
   blockDelayMs = 0;
   /** Block calls that entered and have not returned. */
@@ -63,7 +66,11 @@ export class MemorySource implements LocalReplicaSource {
     this.blocksActive++;
     try {
       if (this.blockDelayMs) await new Promise((r) => setTimeout(r, this.blockDelayMs));
-      return f.subarray(Number(offset), Number(offset) + length);
+      const part = f.subarray(Number(offset), Number(offset) + length);
+      if (!this.pooled) return part;
+      const b = blockPool.take(part.length);
+      part.copy(b);
+      return b;
     } finally {
       this.blocksActive--;
     }
