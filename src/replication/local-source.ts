@@ -5,7 +5,6 @@
  * untrusted input; nothing is read through a symlink or from the staging area.
  */
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import { GvError, toGvError } from '../errors.js';
 import { blockPool } from '../util/block-pool.js';
 import { hashBuffer } from '../journal/hasher.js';
