@@ -74,6 +74,26 @@ describe('replication: content and metadata', () => {
     expect(fs.readdirSync(path.join(b.zoneDir, '.grapevine/tmp'))).toEqual([]);
   }, 60_000);
 
+  it('reads its own changes back from a member\'s journal without asking for their entries', async () => {
+    lab = new ReplicaLab();
+    const a = await lab.add('a');
+    const b = await lab.add('b');
+    lab.startAll();
+    for (let i = 0; i < 40; i++) await writeFile(a, `f${i}.txt`, `content ${i}\n`);
+    await converged([a, b]);
+    // A took B's journal (B journaled the 40 files it pulled, with A's vectors) up to B's version...
+    expect(b.source.stats.journalRows).toBeGreaterThanOrEqual(40);
+    // ...and, its index already holding those vectors, asked B for no entry and no byte.
+    expect(b.source.stats.entries).toBe(0);
+    expect(b.source.stats.blockCalls).toBe(0);
+    expect(a.repl.applyStats(ZONE)!.skipped).toBeGreaterThanOrEqual(40);
+    // A later change on B still reaches A.
+    await writeFile(b, 'f3.txt', 'changed on b\n');
+    await converged([a, b]);
+    expect(fs.readFileSync(path.join(a.zoneDir, 'f3.txt'), 'utf8')).toBe('changed on b\n');
+    expect(b.source.stats.entries).toBeGreaterThanOrEqual(1);
+  });
+
   it('transitive: A and C partitioned, both see B; a write on A reaches C', async () => {
     lab = new ReplicaLab();
     const a = await lab.add('a');

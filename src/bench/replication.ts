@@ -107,6 +107,11 @@ export function replicationSkipReason(): string | null {
   return netnsSkipReason() ?? clusterBuildProblem();
 }
 
+/** Write back everything dirty on the filesystem holding `dir` (`sync -f`, no shell). */
+async function flushFs(dir: string): Promise<void> {
+  await runCommand(['sync', '-f', dir], { timeoutMs: 120_000, check: false });
+}
+
 /** SHA-256 of a file, streamed. */
 async function fileHash(file: string): Promise<string> {
   const h = createHash('sha256');
@@ -351,6 +356,9 @@ async function measureInitialSync(kind: 'big' | 'small', opts: ReplicationBenchO
       prev = v;
       await sleep(250);
     }
+    // Each timed transfer starts with nothing dirty on the filesystem (the files just written, a
+    // copy just deleted): otherwise whichever runs first pays for the other's writeback.
+    await flushFs(zoneA);
     if (rsync) {
       try {
         const d = await startRsyncd(cluster, 'a', zoneA, rsync);
@@ -363,6 +371,7 @@ async function measureInitialSync(kind: 'big' | 'small', opts: ReplicationBenchO
       } catch (err) {
         fig.rsyncError = (err as Error).message;
       }
+      await flushFs(zoneA);
     }
     try {
       await cluster.start('b');

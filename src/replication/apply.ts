@@ -83,10 +83,12 @@ export interface ApplyStats extends FetchStats {
 const CONTENT = new Set<ChangeKind>(['create', 'write', 'truncate', 'setattr', 'mkdir', 'symlink', 'mknod', 'link']);
 const REDECIDE_DELAYS = [20, 60, 150, 300, 600, 1200];
 /**
- * Paths per content run: their entries are asked for in calls of MAX_ENTRIES at once, and the
- * small files of a run share one syncfs (fewer, larger batches: the sync is the costly step).
+ * Paths per content run: one entries call. The next run's entries are asked for while this one is
+ * applied, so the peer reads and encodes run k+1 while this node writes, places and journals run
+ * k (with runs of four calls the first run's whole answer was waited for, and the peer sat idle
+ * while this node worked). The small files of a run share one syncfs.
  */
-const RUN_PATHS = 4 * MAX_ENTRIES;
+const RUN_PATHS = MAX_ENTRIES;
 const roundUp = (n: bigint): bigint => (n + 4095n) & ~4095n;
 
 /** Block requests a pull keeps in flight across its files (bytes in flight: × 1 MiB). */
@@ -253,21 +255,36 @@ export class ZoneApplier {
 
   /** The content run starting at rows[start] (distinct paths, at most RUN_PATHS), its entries asked for now. */
   private contentRunAt(source: ReplicaSource, rows: readonly ChangeRow[], start: number): ContentRun {
-    let end = start + 1;
-    const first = rows[start]!;
-    const paths = new Map<string, Buffer>([[key(first.path), first.path]]);
-    const kinds = new Map<string, ChangeKind>([[key(first.path), first.kind]]);
+    let end = start;
+    const paths = new Map<string, Buffer>();
+    const kinds = new Map<string, ChangeKind>();
     while (end < rows.length && CONTENT.has(rows[end]!.kind) && paths.size < RUN_PATHS) {
       const r = rows[end]!;
-      if (badPath(r.path)) break;
-      paths.set(key(r.path), r.path);
-      kinds.set(key(r.path), r.kind);
+      if (end > start && badPath(r.path)) break;
       end++;
+      const k = key(r.path);
+      // A row this node already has (equal or before the vector its index holds for the path:
+      // typically its own change, or one it pulled from elsewhere, coming back) asks nothing;
+      // a later row of the same path still brings the path in.
+      if (!paths.has(k) && this.alreadyHas(r)) {
+        this.stats.skipped++;
+        continue;
+      }
+      paths.set(k, r.path);
+      kinds.set(k, r.kind);
     }
     const list = [...paths.values()];
     const entries = this.entries(source, list);
     entries.catch(() => undefined);
     return { start, end, paths: list, kinds, entries };
+  }
+
+  /** True when the index holds `r`'s path at a version equal to or after the row's. */
+  private alreadyHas(r: ChangeRow): boolean {
+    const l = this.j.index.byPath(r.path);
+    if (!l || l.type !== r.type) return false;
+    const c = compare(r.vector, l.vector);
+    return c === 'equal' || c === 'before';
   }
 
   /** Index of the next content row with an acceptable path at or after `from`, else -1. */
@@ -547,9 +564,9 @@ export class ZoneApplier {
     this.checkQuota(files);
     files = files.filter((pl) => (pl as Plan).op === 'put');
     if (files.length === 0) return;
-    ensureStaging(this.zone.root);
+    const staging = ensureStaging(this.zone.root);
     const ctx: FetchContext = {
-      zone: this.zone.name, root: this.zone.root, rootBuf: this.rootBuf, journal: this.j, source, bucket: this.bucket,
+      zone: this.zone.name, root: this.zone.root, rootBuf: this.rootBuf, journal: this.j, source, bucket: this.bucket, staging,
       stats: this.stats, onFetched: this.opts.onFetched, stopped: this.opts.stopped, blocks: this.blocks,
       // Block requests in flight per file: a few large files get a deeper pipeline (the total
       // stays near BLOCKS_IN_FLIGHT, under the peer's 64 requests per connection).

@@ -50,6 +50,8 @@ export interface FetchContext {
   stopped?: () => boolean;
   /** The zone-wide block map (digest → a local file and block holding it), built once, kept by the caller. */
   blocks?: BlockMap;
+  /** The staging directory, when the caller made sure it exists (else checked per file). */
+  staging?: string;
 }
 
 /** Zones with more indexed objects than this skip the zone-wide map (memory); the old version of a path is still used. */
@@ -153,7 +155,7 @@ export async function assembleFile(
   ctx: FetchContext, e: RemoteEntry, old: IndexEntry | undefined,
   opts: { skipSyncInline?: boolean; attrs?: { mode: number; mtimeSeconds: number; uid?: number; gid?: number } } = {},
 ): Promise<string> {
-  const dir = ensureStaging(ctx.root);
+  const dir = ctx.staging ?? ensureStaging(ctx.root);
   const tmp = path.join(dir, tempName(e.path, e.hashes, e.size));
   const size = Number(e.size);
   const hashes = e.hashes ?? Buffer.alloc(0);

@@ -7,7 +7,7 @@ import type { ZoneJournal } from '../journal/zone-journal.js';
 import { ZoneApplier, type ApplierOptions } from './apply.js';
 import type { PeerCursors } from './cursors.js';
 import type { PendingPaths } from './pull-gate.js';
-import { MAX_JOURNAL_PAGE, type ReplicaSource } from './source.js';
+import { MAX_JOURNAL_PAGE, type JournalPage, type ReplicaSource } from './source.js';
 
 export interface PullTarget {
   zone: string;
@@ -22,6 +22,8 @@ export interface PullProgress {
   applied: bigint;
 }
 
+/** Rows of a pull's first journal page (later pages are MAX_JOURNAL_PAGE). */
+const FIRST_PAGE = 128;
 /** Pages applied per pull before it yields its slot (other zones and peers get a turn). */
 const MAX_PAGES_PER_PULL = 100;
 /** A new member takes a snapshot (listing) of a peer whose journal is longer than this. */
@@ -42,8 +44,14 @@ export async function pullOnce(
     const snap = await snapshot(t, source, cursors, gate, applier, progress, opts.snapshotMinVersion ?? SNAPSHOT_MIN_VERSION);
     if (snap !== null) cursor = snap;
   }
+  // The next page is asked for as soon as a page arrives (it starts after that page's last row),
+  // so the peer reads and encodes it while this node applies the current one. The first page is
+  // small: applying starts after a short answer instead of a full page.
+  let ahead: { since: bigint; page: Promise<JournalPage> } | null = null;
   for (let page = 0; page < MAX_PAGES_PER_PULL && !stopped(); page++) {
-    const res = await source.journal(t.zone, cursor, MAX_JOURNAL_PAGE);
+    const limit = page === 0 ? FIRST_PAGE : MAX_JOURNAL_PAGE;
+    const res: JournalPage = ahead && ahead.since === cursor ? await ahead.page : await source.journal(t.zone, cursor, limit);
+    ahead = null;
     if (res.version < cursor) {
       // The peer's journal restarted (a new database): take it again from the start; vectors
       // make the rows already applied compare equal.
@@ -58,7 +66,7 @@ export async function pullOnce(
     const releases = res.rows.map((r) => gate.add(t.zone, r.toPath ? [r.path, r.toPath] : [r.path]));
     let released = 0;
     try {
-      await applier.apply(source, res.rows, (v) => {
+      const applying = applier.apply(source, res.rows, (v) => {
         while (released < res.rows.length && res.rows[released]!.version <= v) releases[released++]!();
         if (v <= cursor) return;
         cursor = v;
@@ -66,6 +74,14 @@ export async function pullOnce(
         void t.journal.enqueue('cursor', () => cursors.set(t.zone, t.peerId, v));
         progress({ remoteVersion: res.version, applied: v });
       });
+      // Asked for after apply() has sent its first requests (entries of its first runs), so the
+      // peer answers those first.
+      const last = res.rows[res.rows.length - 1]!.version;
+      if (last < res.version && page + 1 < MAX_PAGES_PER_PULL && !stopped()) {
+        ahead = { since: last, page: source.journal(t.zone, last, MAX_JOURNAL_PAGE) };
+        ahead.page.catch(() => undefined);
+      }
+      await applying;
     } finally {
       for (const r of releases) r();
     }
