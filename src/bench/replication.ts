@@ -67,6 +67,8 @@ export interface ReplRow {
   unit: string;
   gv: string;
   rsync: string;
+  /** rsync -a --fsync, where measured. */
+  rsyncFsync?: string;
   target: string;
   verdict: 'met' | 'not met' | 'n/a';
   /** Raw figures (JSON). */
@@ -188,9 +190,11 @@ async function startRsyncd(cluster: GvCluster, host: string, dir: string, rsync:
 }
 
 /** `rsync -a rsync://A/zone/<src> <dst>` from B's namespace; seconds and bytes on the wire. */
-async function rsyncPull(cluster: GvCluster, rsync: string, from: string, to: string, src: string, dst: string): Promise<{ seconds: number; wire: number }> {
+async function rsyncPull(
+  cluster: GvCluster, rsync: string, from: string, to: string, src: string, dst: string, extra: readonly string[] = [],
+): Promise<{ seconds: number; wire: number }> {
   const wire0 = cluster.lab.pairBytes(from, to) + cluster.lab.pairBytes(to, from);
-  const r = await runCommand([...cluster.lab.wrap(to), rsync, '-a', `rsync://${cluster.node(from).ip}:${RSYNC_PORT}/zone/${src}`, dst], { timeoutMs: 600_000 });
+  const r = await runCommand([...cluster.lab.wrap(to), rsync, '-a', ...extra, `rsync://${cluster.node(from).ip}:${RSYNC_PORT}/zone/${src}`, dst], { timeoutMs: 600_000 });
   const wire = cluster.lab.pairBytes(from, to) + cluster.lab.pairBytes(to, from) - wire0;
   return { seconds: r.seconds, wire };
 }
@@ -322,11 +326,14 @@ async function measureEdit(
 interface SyncFigures {
   gvSeconds: number | null;
   rsyncSeconds: number | null;
+  /** rsync -a --fsync (every file fsynced). */
+  rsyncFsyncSeconds?: number | null;
   gvError?: string;
   rsyncError?: string;
   /** Medians over the runs (several runs only). */
   gvMedian?: number | null;
   rsyncMedian?: number | null;
+  rsyncFsyncMedian?: number | null;
   runs?: number;
 }
 
@@ -364,10 +371,19 @@ async function measureInitialSync(kind: 'big' | 'small', opts: ReplicationBenchO
         const d = await startRsyncd(cluster, 'a', zoneA, rsync);
         opts.cleanup.add('rsyncd', () => stopChild(d, 'SIGTERM', 3000));
         const dst = path.join(cluster.dir, `rsync-${kind}`);
-        const r = await rsyncPull(cluster, rsync, 'a', 'b', kind === 'big' ? 'big.bin' : 'small/', kind === 'big' ? `${dst}.bin` : `${dst}/`);
-        fig.rsyncSeconds = r.seconds;
+        const pull = (extra: string[] = []) => rsyncPull(cluster, rsync, 'a', 'b', kind === 'big' ? 'big.bin' : 'small/', kind === 'big' ? `${dst}.bin` : `${dst}/`, extra);
+        const clear = () => rm(kind === 'big' ? `${dst}.bin` : dst, { recursive: true, force: true });
+        fig.rsyncSeconds = (await pull()).seconds;
+        await clear();
+        // The same with every file fsynced, as GrapeVineFS does (a durability-for-durability figure).
+        await flushFs(zoneA);
+        try {
+          fig.rsyncFsyncSeconds = (await pull(['--fsync'])).seconds;
+        } catch (err) {
+          fig.rsyncError = `rsync --fsync: ${(err as Error).message}`;
+        }
         await stopChild(d, 'SIGTERM', 3000);
-        await rm(kind === 'big' ? `${dst}.bin` : dst, { recursive: true, force: true });
+        await clear();
       } catch (err) {
         fig.rsyncError = (err as Error).message;
       }
@@ -473,12 +489,14 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
     const runs = Math.max(1, opts.runs ?? 1);
     const gvs: number[] = [];
     const rsyncs: number[] = [];
+    const rsyncFsyncs: number[] = [];
     for (let run = 0; run < runs; run++) {
       try {
         opts.log(`replication: initial sync (${kind}) from A to a new member B${runs > 1 ? `, run ${run + 1} of ${runs}` : ''}`);
         const f = await measureInitialSync(kind, opts, rsync);
         if (f.gvSeconds !== null) gvs.push(f.gvSeconds);
         if (f.rsyncSeconds !== null) rsyncs.push(f.rsyncSeconds);
+        if (f.rsyncFsyncSeconds != null) rsyncFsyncs.push(f.rsyncFsyncSeconds);
         if (f.gvError) report.errors[kind === 'big' ? 'syncBig' : 'syncSmall'] = f.gvError;
         if (f.rsyncError) report.notes.push(`rsync (${kind}) FAILED: ${f.rsyncError}`);
       } catch (err) {
@@ -488,7 +506,10 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
     if (gvs.length || rsyncs.length) {
       const best = (xs: number[]): number | null => (xs.length ? Math.min(...xs) : null);
       const med = (xs: number[]): number | null => (xs.length ? percentile([...xs].sort((x, y) => x - y), 50) : null);
-      sync[kind] = { gvSeconds: best(gvs), rsyncSeconds: best(rsyncs), gvMedian: med(gvs), rsyncMedian: med(rsyncs), runs };
+      sync[kind] = {
+        gvSeconds: best(gvs), rsyncSeconds: best(rsyncs), gvMedian: med(gvs), rsyncMedian: med(rsyncs), runs,
+        rsyncFsyncSeconds: best(rsyncFsyncs), rsyncFsyncMedian: med(rsyncFsyncs),
+      };
     }
   }
 
@@ -510,14 +531,20 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
     const r = rate(f?.rsyncSeconds ?? null);
     const gm = rate(f?.gvMedian ?? null);
     const rm = rate(f?.rsyncMedian ?? null);
+    const rf = rate(f?.rsyncFsyncSeconds ?? null);
+    const rfm = rate(f?.rsyncFsyncMedian ?? null);
     const both = (best: number | null, median: number | null): string => (f?.runs && f.runs > 1 ? `${fmt(best)} / ${fmt(median)}` : fmt(best));
     report.rows.push({
       id: big ? 'syncBig' : 'syncSmall',
       label: big ? `initial sync, ${(opts.bigBytes / 1048576).toFixed(0)} MiB file` : `initial sync, ${opts.smallCount} files of ${opts.smallSize} B`,
       unit: (big ? 'MB/s' : 'files/s') + (f?.runs && f.runs > 1 ? ' best/med' : ''),
-      gv: g === null ? 'FAILED' : both(g, gm), rsync: r === null ? (rsync ? 'FAILED' : 'skipped') : both(r, rm), target: '>= rsync',
+      gv: g === null ? 'FAILED' : both(g, gm), rsync: r === null ? (rsync ? 'FAILED' : 'skipped') : both(r, rm),
+      rsyncFsync: rf === null ? '-' : both(rf, rfm), target: '>= rsync',
       verdict: g === null ? 'not met' : r === null ? 'n/a' : g >= r ? 'met' : 'not met',
-      values: { gvSeconds: f?.gvSeconds ?? null, rsyncSeconds: f?.rsyncSeconds ?? null, gv: g, rsync: r, gvMedian: gm, rsyncMedian: rm },
+      values: {
+        gvSeconds: f?.gvSeconds ?? null, rsyncSeconds: f?.rsyncSeconds ?? null, gv: g, rsync: r, gvMedian: gm, rsyncMedian: rm,
+        rsyncFsyncSeconds: f?.rsyncFsyncSeconds ?? null, rsyncFsync: rf, rsyncFsyncMedian: rfm,
+      },
     });
   };
   syncRow('big');
@@ -530,6 +557,7 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
       values: { gv: edit.gv, rsync: edit.rsync },
     });
   }
+  report.notes.push('rsync --fsync: the same rsync pull with every written file fsynced (rsync 3.2.4+), for comparison with GrapeVineFS, which makes every file durable before it is placed; the target is judged against plain rsync');
   if (want('latency')) report.notes.push('latency: from the CREATE on A until B returns the same 4 KiB through NFS (B polled every 2 ms, in-process NFS client through a relay)');
   report.notes.push('initial sync: rsync -a (daemon mode in A, client in B) first, then B\'s gvd starts on an empty zone; gv is timed from B\'s ready line to the last byte present (verified after)');
   report.notes.push('bytes on wire: nft counters in the switch, IP bytes delivered in both directions between A and B');
@@ -539,10 +567,10 @@ export async function runReplicationBench(opts: ReplicationBenchOptions): Promis
 /** The replication table, in the style of the NFS bench's. */
 export function formatReplicationTable(r: ReplicationReport): string {
   if (r.skipped) return `replication bench: skipped (${r.skipped})`;
-  const head = ['metric', 'unit', 'GrapeVineFS', 'rsync', 'target', 'status'];
-  const body = r.rows.map((row) => [row.label, row.unit, row.gv, row.rsync, row.target, row.verdict]);
+  const head = ['metric', 'unit', 'GrapeVineFS', 'rsync', 'rsync --fsync', 'target', 'status'];
+  const body = r.rows.map((row) => [row.label, row.unit, row.gv, row.rsync, row.rsyncFsync ?? '-', row.target, row.verdict]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i >= 2 && i < 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (cells: string[]): string => cells.map((c, i) => (i >= 2 && i < 5 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
   const out = ['Replication bench (two hosts in network namespaces, one gvd each)', '', line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line), ''];
   for (const [k, msg] of Object.entries(r.errors)) out.push(`  ${k} FAILED: ${msg}`);
   const judged = r.rows.filter((x) => x.verdict !== 'n/a');
