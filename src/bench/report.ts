@@ -89,7 +89,7 @@ export function formatTable(report: BenchReport): string {
     ...present.map((id) => {
       const v = row.values[id];
       if (!v) return '-';
-      if ('error' in v) return v.error.startsWith('skipped') ? 'skipped' : 'FAILED';
+      if ('error' in v) return v.error.startsWith('skipped') ? 'skipped' : v.error === 'not measured' ? 'not run' : 'FAILED';
       return `${fmtRate(v.best)} / ${fmtRate(v.median)}`;
     }),
     row.ratioBest === null ? '-' : `${fmtRatio(row.ratioBest)} (${fmtRatio(row.ratioMedian)})`,
