@@ -181,7 +181,9 @@ export async function startGvCluster(opts: GvClusterOptions): Promise<GvCluster>
     log.on('error', () => undefined);
     // GV_BENCH_CPU_PROF=<dir>: each daemon writes a V8 CPU profile there when it exits (profiling).
     const prof = process.env.GV_BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.join(process.env.GV_BENCH_CPU_PROF, h)] : [];
-    const child = lab!.spawn(h, process.execPath, [...prof, mainJs, 'daemon', '--config', n.config, '--log-level', opts.logLevel ?? 'info'], {
+    // Extra node flags for the daemons (diagnostics: --trace-gc, --max-semi-space-size=…).
+    const nodeArgs = process.env.GV_BENCH_NODE_ARGS ? process.env.GV_BENCH_NODE_ARGS.split(' ').filter(Boolean) : [];
+    const child = lab!.spawn(h, process.execPath, [...nodeArgs, ...prof, mainJs, 'daemon', '--config', n.config, '--log-level', opts.logLevel ?? 'info'], {
       stdio: ['ignore', 'pipe', 'pipe'], env, cwd: n.dir,
     });
     const p: Proc = { child, out: '', log };
