@@ -160,6 +160,9 @@ export class ZoneApplier {
   private quotaError: GvError | null = null;
   /** Owners are replicated only when this process may set them. */
   private readonly asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  /** This process's effective ids (asked once, not per file placed). */
+  private readonly euid = process.geteuid?.();
+  private readonly egid = process.getegid?.();
   /** Directories the current structural run renamed in one step. */
   private renamedDirs: Buffer[] = [];
   /** Snapshots under way per peer id: the peer's version noted before listing, and where the listing is. */
@@ -623,7 +626,7 @@ export class ZoneApplier {
   private owner(r: RemoteEntry): { uid?: number; gid?: number } {
     if (!this.asRoot || r.uid === undefined || r.gid === undefined) return {};
     // Files this process creates are its own already.
-    if (r.uid === process.geteuid?.() && r.gid === process.getegid?.()) return {};
+    if (r.uid === this.euid && r.gid === this.egid) return {};
     return { uid: r.uid, gid: r.gid };
   }
 
