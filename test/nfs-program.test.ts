@@ -20,7 +20,8 @@ function fakeZone(over: Partial<ZoneFs>): ZoneFs {
   return new Proxy({ ...base, ...over } as ZoneFs, {
     get(t, k) {
       const v = (t as unknown as Record<string | symbol, unknown>)[k];
-      if (v === undefined && typeof k === 'string') return async () => { throw new GvError('EIO', `unexpected ${k}`); };
+      // The optional synchronous forms (generationNow, getattrNow, …) stay absent unless given.
+      if (v === undefined && typeof k === 'string' && !k.endsWith('Now')) return async () => { throw new GvError('EIO', `unexpected ${k}`); };
       return v;
     },
   });
@@ -62,6 +63,47 @@ describe('NFSv3 program (in-process, golden bytes)', () => {
     const { head, body } = await call(z, 1, fhArg(42n));
     expect(head).toBe(OK_HEAD);
     expect(body.toString('hex')).toBe('00000000' + ATTR_HEX);
+  });
+
+  it('a zone with the synchronous forms answers GETATTR, LOOKUP and ACCESS without a promise, the same bytes', async () => {
+    const sync = fakeZone({
+      generationNow: (id: bigint) => {
+        if (id === 99n) throw new GvError('ESTALE');
+        return 3;
+      },
+      getattrNow: (_c, id) => ({ ...ATTR, fileid: id }),
+      lookupNow: (_c, _d, name) => {
+        if (name.toString() === 'missing') throw new GvError('ENOENT');
+        return { id: 42n, attr: ATTR, dirAttr: { ...ATTR, type: 'dir', fileid: 1n } };
+      },
+      accessNow: () => ({ granted: 0x3f, attr: ATTR }),
+    });
+    const async_ = fakeZone({
+      getattr: async (_c, id) => ({ ...ATTR, fileid: id }),
+      lookup: async (_c, _d, name) => {
+        if (name.toString() === 'missing') throw new GvError('ENOENT');
+        return { id: 42n, attr: ATTR, dirAttr: { ...ATTR, type: 'dir', fileid: 1n } };
+      },
+      access: async () => ({ granted: 0x3f, attr: ATTR }),
+    });
+    const lookupArgs = (name: string) => new XdrWriter().opaque(fh(1n)).opaque(Buffer.from(name)).bytes();
+    const cases: [number, Buffer][] = [
+      [1, fhArg(42n)], [1, fhArg(42n, 4)], [1, fhArg(99n)],
+      [3, lookupArgs('a')], [3, lookupArgs('missing')],
+      [4, new XdrWriter().opaque(fh(42n)).u32(0x07).bytes()],
+    ];
+    for (const [proc, a] of cases) {
+      const prog = createNfsProgram({ zones: { byId: (id) => (id === 7 ? sync : undefined), list: () => [sync] }, squash: NO_SQUASH });
+      const srv = new RpcServer();
+      srv.register(prog);
+      const rec = encodeCall(0x1234, 100003, 3, proc, a, { uid: 0, gid: 0 });
+      const { decodeCall } = await import('../src/rpc/message.js');
+      const c = decodeCall(rec);
+      if ('notCall' in c) throw new Error('not a call');
+      const direct = prog.handle(c, { remoteAddress: '127.0.0.1', remotePort: 900 });
+      expect(direct instanceof Promise).toBe(false);
+      expect((await call(sync, proc, a)).body.toString('hex')).toBe((await call(async_, proc, a)).body.toString('hex'));
+    }
   });
 
   it('malformed handle → NFS3ERR_BADHANDLE, wrong generation → NFS3ERR_STALE, gone → STALE', async () => {

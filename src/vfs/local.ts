@@ -265,13 +265,17 @@ export class LocalZoneFs implements ZoneFs {
     return out;
   }
 
-  /** Resolve and verify: lstat the path and check (dev, ino, birth time). ESTALE on any mismatch. */
-  private async resolve(id: FileId): Promise<Resolved> {
+  /**
+   * Resolve and verify: lstat the path and check (dev, ino, birth time). ESTALE on any mismatch.
+   * Synchronous (lstat runs synchronously, see lstatB): the attribute calls answer without a
+   * promise (getattrNow, lookupNow, accessNow).
+   */
+  private resolve(id: FileId): Resolved {
     const row = this.nodes.get(id);
     if (!row) throw new GvError('ESTALE', 'unknown file id', { id: String(id) });
     const path = this.pathOf(id);
     try {
-      const st = await lstatB(path);
+      const st = lstatB(path);
       if (this.matches(st, row)) return { path, st, row };
     } catch (err) {
       if (!GONE.has(code(err))) throw toGvError(err);
@@ -285,11 +289,11 @@ export class LocalZoneFs implements ZoneFs {
   }
 
   /** The primary link is gone: try the other hard links we know, promoting the first that holds. */
-  private async resolveByLinks(row: NodeRow): Promise<Resolved> {
+  private resolveByLinks(row: NodeRow): Resolved {
     for (const link of this.nodes.linksOf(row.fileid)) {
       try {
         const path = joinName(this.pathOf(link.parent), link.name);
-        const st = await lstatB(path);
+        const st = lstatB(path);
         if (this.matches(st, row)) return { path, st, row: this.nodes.promote(row.fileid, link) };
       } catch {
         /* try the next */
@@ -298,8 +302,8 @@ export class LocalZoneFs implements ZoneFs {
     throw new GvError('ESTALE', 'file is gone', { id: String(row.fileid) });
   }
 
-  private async resolveDir(id: FileId): Promise<Resolved> {
-    const r = await this.resolve(id);
+  private resolveDir(id: FileId): Resolved {
+    const r = this.resolve(id);
     if (!r.st.isDirectory()) throw new GvError('ENOTDIR');
     return r;
   }
@@ -405,16 +409,24 @@ export class LocalZoneFs implements ZoneFs {
 
   // ---------------------------------------------------------------- attributes
 
-  async getattr(_ctx: CallContext, id: FileId): Promise<Attr> {
+  async getattr(ctx: CallContext, id: FileId): Promise<Attr> {
+    return this.getattrNow(ctx, id);
+  }
+
+  getattrNow(_ctx: CallContext, id: FileId): Attr {
     try {
       this.check();
-      return this.attrOf((await this.resolve(id)).st);
+      return this.attrOf(this.resolve(id).st);
     } catch (err) {
       throw toGvError(err);
     }
   }
 
   async generation(id: FileId): Promise<number> {
+    return this.generationNow(id);
+  }
+
+  generationNow(id: FileId): number {
     const row = this.nodes.get(id);
     if (!row) throw new GvError('ESTALE', 'unknown file id', { id: String(id) });
     return row.generation;
@@ -496,9 +508,13 @@ export class LocalZoneFs implements ZoneFs {
   }
 
   async access(ctx: CallContext, id: FileId, mask: number): Promise<{ granted: number; attr: Attr }> {
+    return this.accessNow(ctx, id, mask);
+  }
+
+  accessNow(ctx: CallContext, id: FileId, mask: number): { granted: number; attr: Attr } {
     try {
       this.check();
-      const r = await this.resolve(id);
+      const r = this.resolve(id);
       return { granted: grantedAccess(this.owned(r.st), ctx, mask), attr: this.attrOf(r.st) };
     } catch (err) {
       throw toGvError(err);
@@ -508,18 +524,22 @@ export class LocalZoneFs implements ZoneFs {
   // ---------------------------------------------------------------- names
 
   async lookup(ctx: CallContext, dir: FileId, name: Buffer): Promise<{ id: FileId; attr: Attr; dirAttr?: Attr }> {
+    return this.lookupNow(ctx, dir, name);
+  }
+
+  lookupNow(ctx: CallContext, dir: FileId, name: Buffer): { id: FileId; attr: Attr; dirAttr?: Attr } {
     try {
       this.check();
       if (name.length === 0) throw new GvError('ENOENT', 'empty name');
       checkName(name);
       if (dir === this.rootId && isStagingName(name)) throw new GvError('ENOENT');
-      const d = await this.resolveDir(dir);
+      const d = this.resolveDir(dir);
       requirePerm(this.owned(d.st), ctx, PERM_X);
       const dirAttr = this.attrOf(d.st);
       if (isDot(name)) return { id: dir, attr: dirAttr, dirAttr };
       if (isDotDot(name)) {
         const parent = dir === this.rootId ? this.rootId : d.row.parent;
-        const p = parent === dir ? d : await this.resolve(parent);
+        const p = parent === dir ? d : this.resolve(parent);
         return { id: parent, attr: this.attrOf(p.st), dirAttr };
       }
       const st = lstatOrNone(joinName(d.path, name));
@@ -1008,7 +1028,11 @@ export class LocalZoneFs implements ZoneFs {
         const parent = dir === this.rootId ? this.rootId : d.row.parent;
         let attr: Attr | undefined;
         if (opts.withAttrs) {
-          attr = parent === dir ? dirAttr : await this.resolve(parent).then((p) => this.attrOf(p.st), () => undefined);
+          try {
+            attr = parent === dir ? dirAttr : this.attrOf(this.resolve(parent).st);
+          } catch {
+            attr = undefined;
+          }
         }
         entries.push({ id: parent, name: Buffer.from('..'), cookie: COOKIE_DOTDOT, attr });
       }
