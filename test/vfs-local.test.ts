@@ -416,6 +416,27 @@ describe('remove, rmdir, rename, link', () => {
     expect(z.nodes.count()).toBe(1); // only the root is left
   });
 
+  it('removing the last link of a file not in the fd cache leaks no descriptor and frees its space', async () => {
+    const fdCount = () => fs.readdirSync('/proc/self/fd').length;
+    const before = fdCount();
+    const ids: FileId[] = [];
+    for (let i = 0; i < 200; i++) ids.push(await mkfile(z.rootId, `f${i}`, 'x'.repeat(8192)));
+    // More files than the cache keeps: the first ones are not cached, the last ones are.
+    const used = z.usage.used;
+    const linked = await mkfile(z.rootId, 'linked', 'y');
+    await z.link(ROOT, linked, z.rootId, b('other'));
+    for (let i = 0; i < 200; i++) await z.remove(ROOT, z.rootId, b(`f${i}`));
+    await z.remove(ROOT, z.rootId, b('linked')); // not the last link: nothing held open
+    expect(z.usage.used).toBeLessThan(used);
+    for (const id of ids) expect(await code(z.getattr(ROOT, id))).toBe('ESTALE');
+    expect((await z.lookup(ROOT, z.rootId, b('other'))).id).toBe(linked);
+    expect(fs.readdirSync(zoneDir)).toEqual(['other']);
+    await z.fds.closeAll();
+    // Descriptors held across an unlink close on the threadpool, after the call answered.
+    for (let i = 0; i < 50 && fdCount() > before; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fdCount()).toBeLessThanOrEqual(before);
+  });
+
   it('renames across directories, over targets, and refuses moving a dir into itself', async () => {
     const a = await z.mkdir(ROOT, z.rootId, b('a'), {});
     const sub = await z.mkdir(ROOT, a.id, b('sub'), {});
