@@ -286,7 +286,7 @@ export const WRITE: Procedure = async (r, ctx, env) => {
 async function createdReply(zone: ZoneFs, c: Created): Promise<Buffer> {
   const w = new XdrWriter(320);
   w.u32(nfsstat3.NFS3_OK);
-  writePostOpFh(w, await handleFor(zone, c.id));
+  writePostOpFh(w, handleForNow(zone, c.id) ?? await handleFor(zone, c.id));
   writePostOpAttr(w, c.attr);
   writeWcc(w, c.dir);
   return w.bytes();
@@ -436,6 +436,15 @@ export const LINK: Procedure = async (r, ctx, env) => {
   }
 };
 
+/** An entry's handle without a promise (the zone has generationNow); none for an entry gone meanwhile. */
+function handleOrNone(zone: ZoneFs, id: FileId): Buffer | undefined {
+  try {
+    return handleForNow(zone, id);
+  } catch {
+    return undefined;
+  }
+}
+
 // READDIR / READDIRPLUS byte accounting (XDR sizes).
 const POST_OP_ATTR_SIZE = 4 + 84;
 const xdrOpaqueSize = (n: number) => 4 + ((n + 3) & ~3);
@@ -496,9 +505,11 @@ export const READDIRPLUS: Procedure = async (r, ctx, env) => {
     w.u32(nfsstat3.NFS3_OK);
     writePostOpAttr(w, page.dirAttr);
     w.fixed(page.verifier);
-    // Every entry's handle at once: one wait for the page instead of one per entry.
     const zone = dir.zone;
-    const handles = await Promise.all(page.entries.map((e) => handleFor(zone, e.id).catch(() => undefined)));
+    const handles = zone.generationNow !== undefined
+      ? page.entries.map((e) => handleOrNone(zone, e.id))
+      // Every entry's handle at once: one wait for the page instead of one per entry.
+      : await Promise.all(page.entries.map((e) => handleFor(zone, e.id).catch(() => undefined)));
     let n = 0;
     for (let i = 0; i < page.entries.length; i++) {
       const e = page.entries[i]!;
