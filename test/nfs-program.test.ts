@@ -5,6 +5,7 @@ import { createNfsProgram } from '../src/nfs/program.js';
 import { NO_SQUASH } from '../src/nfs/context.js';
 import { encodeCall } from '../src/rpc/message.js';
 import { RpcServer } from '../src/rpc/server.js';
+import { RpcTcpClient } from '../src/util/rpc-client.js';
 import type { Attr, ZoneFs } from '../src/vfs/types.js';
 import { XdrWriter } from '../src/xdr/writer.js';
 
@@ -229,6 +230,44 @@ describe('NFSv3 program (in-process, golden bytes)', () => {
     expect(unknown.head.slice(-8)).toBe('00000003');
     const truncated = await call(z, 6, fhArg(42n)); // READ without offset/count
     expect(truncated.head.slice(-8)).toBe('00000004');
+  });
+
+  it('a call gets CallContext.inline only when the TCP server had no other call in flight', async () => {
+    const seen: (boolean | undefined)[] = [];
+    const z = fakeZone({ getattr: async (ctx) => { seen.push(ctx.inline); return ATTR; } });
+    const srv = new RpcServer();
+    srv.register(createNfsProgram({ zones: { byId: () => z, list: () => [z] }, squash: NO_SQUASH }));
+    // dispatch() (UDP, tests) is not counted in flight: never inline.
+    await srv.dispatch(encodeCall(1, 100003, 3, 1, fhArg(42n), { uid: 0, gid: 0 }), { remoteAddress: '127.0.0.1', remotePort: 1 });
+    expect(seen).toEqual([false]);
+    // Over TCP: a lone call is inline; one of two calls in flight together is not.
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = fakeZone({
+      getattr: async (ctx) => {
+        seen.push(ctx.inline);
+        if (seen.length === 3) await gate;
+        return ATTR;
+      },
+    });
+    const tcp = new RpcServer();
+    tcp.register(createNfsProgram({ zones: { byId: () => slow, list: () => [slow] }, squash: NO_SQUASH }));
+    const port = await tcp.listen(0, '127.0.0.1');
+    const client = await RpcTcpClient.connect(port);
+    try {
+      await client.call(100003, 3, 1, fhArg(42n));
+      expect(seen).toEqual([false, true]);
+      const first = client.call(100003, 3, 1, fhArg(42n)); // held until released
+      await new Promise((r) => setTimeout(r, 50));
+      const second = client.call(100003, 3, 1, fhArg(42n));
+      await new Promise((r) => setTimeout(r, 50));
+      release();
+      await Promise.all([first, second]);
+      expect(seen).toEqual([false, true, true, false]);
+    } finally {
+      client.close();
+      await tcp.close();
+    }
   });
 
   it('root squash maps uid 0 to the anonymous user', async () => {

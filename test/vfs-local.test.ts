@@ -252,6 +252,22 @@ describe('symlinks never lead outside the zone', () => {
 });
 
 describe('data', () => {
+  it('large reads and writes give the same bytes on the threadpool and inline (CallContext.inline)', async () => {
+    const id = await mkfile(z.rootId, 'big');
+    const data = Buffer.alloc(300 * 1024);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 31 + (i >> 12)) & 0xff;
+    const INLINE: CallContext = { ...ROOT, inline: true };
+    const w1 = await z.write(INLINE, id, 0, data, 'unstable');
+    const w2 = await z.write(ROOT, id, data.length, data, 'unstable');
+    expect([w1.count, w2.count]).toEqual([data.length, data.length]);
+    for (const ctx of [ROOT, INLINE]) {
+      const r = await z.read(ctx, id, 0, 2 * data.length);
+      expect(r.eof).toBe(true);
+      expect(r.data.equals(Buffer.concat([data, data]))).toBe(true);
+    }
+    expect(fs.readFileSync(path.join(zoneDir, 'big')).equals(Buffer.concat([data, data]))).toBe(true);
+  });
+
   it('writes, reads with eof, commits, and reports stability', async () => {
     const id = await mkfile(z.rootId, 'data');
     const w1 = await z.write(ROOT, id, 0, b('hello '), 'unstable');

@@ -15,6 +15,12 @@ export interface CallContext {
   /** Client address, for logs and journal origin. */
   client: string;
   origin: 'nfs' | 'peer' | 'local';
+  /**
+   * Nothing else is waiting for the event loop (the RPC server had no other call in flight when
+   * this one started): a backend may do large data I/O synchronously instead of on the threadpool
+   * (whose round trip costs more than a page-cache copy of 1 MiB here). Absent: false.
+   */
+  inline?: boolean;
 }
 
 export type FileType = 'file' | 'dir' | 'symlink' | 'block' | 'char' | 'socket' | 'fifo';
