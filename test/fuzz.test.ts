@@ -54,6 +54,11 @@ function fakeZone(): ZoneFs {
   const impl: Partial<ZoneFs> = {
     name: 'tier-1', zoneId: 7, rootId: 1n,
     generation: async () => 3,
+    // The synchronous forms the daemon's backend has, so fuzzing reaches the paths it runs.
+    generationNow: () => 3,
+    getattrNow: (_c, id) => ({ ...ATTR, fileid: id }),
+    lookupNow: () => ({ id: 9n, attr: created.attr, dirAttr: ATTR }),
+    accessNow: (_c, _id, mask) => ({ granted: mask & 0x3f, attr: ATTR }),
     getattr: async (_c, id) => ({ ...ATTR, fileid: id }),
     setattr: async () => wcc,
     lookup: async () => ({ id: 9n, attr: created.attr, dirAttr: ATTR }),
@@ -83,7 +88,9 @@ function fakeZone(): ZoneFs {
   return new Proxy(impl as ZoneFs, {
     get(t, k) {
       const v = (t as unknown as Record<string | symbol, unknown>)[k];
-      if (v === undefined && typeof k === 'string' && k !== 'then') return async () => { throw new GvError('ENOENT'); };
+      // Optional synchronous forms not listed above stay absent (a function here would be taken
+      // for one).
+      if (v === undefined && typeof k === 'string' && k !== 'then' && !k.endsWith('Now')) return async () => { throw new GvError('ENOENT'); };
       return v;
     },
   });

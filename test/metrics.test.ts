@@ -12,6 +12,8 @@ import type { Config } from '../src/config/types.js';
 import { startDaemon, type Daemon } from '../src/daemon/start.js';
 import { GvError } from '../src/errors.js';
 import { metricsConfigFromRaw } from '../src/metrics/config.js';
+import { NFS_NAMES } from '../src/metrics/names.js';
+import { GvMetrics, LATENCY_BUCKETS } from '../src/metrics/registry.js';
 import { metered, type ZoneMeter } from '../src/vfs/metered.js';
 import type { CallContext } from '../src/vfs/types.js';
 import { expectOk, mountZone, Nfs3Client, NFS3ERR, STABLE, statName } from './harness/nfs3-client.js';
@@ -183,6 +185,32 @@ describe('metrics endpoint', () => {
     const config = makeConfig();
     const off = await start({ ...config, metrics: { enabled: false, listen: '127.0.0.1', port: 0 } }, 0);
     expect(off.metricsPort).toBeNull();
+  });
+});
+
+describe('GvMetrics hot-path tallies', () => {
+  it('exposes calls, bytes and the latency histogram as prom-client would (cumulative buckets, +Inf, sum, count)', async () => {
+    const m = new GvMetrics({ processMetrics: false });
+    const z = m.zoneMeter('tier-1');
+    expect(sample(await m.metrics(), 'gv_zone_read_bytes_total', { zone: 'tier-1' })).toBe(0); // visible before any READ
+    for (const s of [0.00003, 0.0002, 0.0002, 20]) m.rpcCall(NFS_NAMES, 1, 'NFS3_OK', s);
+    m.rpcCall(NFS_NAMES, 99, 'PROC_UNAVAIL', 0.001);
+    z.read(4096);
+    m.zoneMeter('tier-1').read(1); // a reopened zone counts on
+    z.written(123);
+    const text = await m.metrics();
+    const g = { program: 'nfs', procedure: 'GETATTR' };
+    expect(sample(text, 'gv_rpc_calls_total', { ...g, status: 'NFS3_OK' })).toBe(4);
+    expect(sample(text, 'gv_rpc_calls_total', { program: 'nfs', procedure: 'other', status: 'PROC_UNAVAIL' })).toBe(1);
+    expect(sample(text, 'gv_rpc_call_duration_seconds_bucket', { ...g, le: '0.00005' })).toBe(1);
+    expect(sample(text, 'gv_rpc_call_duration_seconds_bucket', { ...g, le: '0.00025' })).toBe(3);
+    expect(sample(text, 'gv_rpc_call_duration_seconds_bucket', { ...g, le: String(LATENCY_BUCKETS.at(-1)) })).toBe(3);
+    expect(sample(text, 'gv_rpc_call_duration_seconds_bucket', { ...g, le: '+Inf' })).toBe(4);
+    expect(sample(text, 'gv_rpc_call_duration_seconds_count', g)).toBe(4);
+    expect(sample(text, 'gv_rpc_call_duration_seconds_sum', g)).toBeCloseTo(20.00043, 9);
+    expect(text).toContain('# TYPE gv_rpc_call_duration_seconds histogram');
+    expect(sample(text, 'gv_zone_read_bytes_total', { zone: 'tier-1' })).toBe(4097);
+    expect(sample(text, 'gv_zone_written_bytes_total', { zone: 'tier-1' })).toBe(123);
   });
 });
 

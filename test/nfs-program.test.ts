@@ -5,6 +5,7 @@ import { createNfsProgram } from '../src/nfs/program.js';
 import { NO_SQUASH } from '../src/nfs/context.js';
 import { encodeCall } from '../src/rpc/message.js';
 import { RpcServer } from '../src/rpc/server.js';
+import { RpcTcpClient } from '../src/util/rpc-client.js';
 import type { Attr, ZoneFs } from '../src/vfs/types.js';
 import { XdrWriter } from '../src/xdr/writer.js';
 
@@ -20,7 +21,8 @@ function fakeZone(over: Partial<ZoneFs>): ZoneFs {
   return new Proxy({ ...base, ...over } as ZoneFs, {
     get(t, k) {
       const v = (t as unknown as Record<string | symbol, unknown>)[k];
-      if (v === undefined && typeof k === 'string') return async () => { throw new GvError('EIO', `unexpected ${k}`); };
+      // The optional synchronous forms (generationNow, getattrNow, …) stay absent unless given.
+      if (v === undefined && typeof k === 'string' && !k.endsWith('Now')) return async () => { throw new GvError('EIO', `unexpected ${k}`); };
       return v;
     },
   });
@@ -62,6 +64,47 @@ describe('NFSv3 program (in-process, golden bytes)', () => {
     const { head, body } = await call(z, 1, fhArg(42n));
     expect(head).toBe(OK_HEAD);
     expect(body.toString('hex')).toBe('00000000' + ATTR_HEX);
+  });
+
+  it('a zone with the synchronous forms answers GETATTR, LOOKUP and ACCESS without a promise, the same bytes', async () => {
+    const sync = fakeZone({
+      generationNow: (id: bigint) => {
+        if (id === 99n) throw new GvError('ESTALE');
+        return 3;
+      },
+      getattrNow: (_c, id) => ({ ...ATTR, fileid: id }),
+      lookupNow: (_c, _d, name) => {
+        if (name.toString() === 'missing') throw new GvError('ENOENT');
+        return { id: 42n, attr: ATTR, dirAttr: { ...ATTR, type: 'dir', fileid: 1n } };
+      },
+      accessNow: () => ({ granted: 0x3f, attr: ATTR }),
+    });
+    const async_ = fakeZone({
+      getattr: async (_c, id) => ({ ...ATTR, fileid: id }),
+      lookup: async (_c, _d, name) => {
+        if (name.toString() === 'missing') throw new GvError('ENOENT');
+        return { id: 42n, attr: ATTR, dirAttr: { ...ATTR, type: 'dir', fileid: 1n } };
+      },
+      access: async () => ({ granted: 0x3f, attr: ATTR }),
+    });
+    const lookupArgs = (name: string) => new XdrWriter().opaque(fh(1n)).opaque(Buffer.from(name)).bytes();
+    const cases: [number, Buffer][] = [
+      [1, fhArg(42n)], [1, fhArg(42n, 4)], [1, fhArg(99n)],
+      [3, lookupArgs('a')], [3, lookupArgs('missing')],
+      [4, new XdrWriter().opaque(fh(42n)).u32(0x07).bytes()],
+    ];
+    for (const [proc, a] of cases) {
+      const prog = createNfsProgram({ zones: { byId: (id) => (id === 7 ? sync : undefined), list: () => [sync] }, squash: NO_SQUASH });
+      const srv = new RpcServer();
+      srv.register(prog);
+      const rec = encodeCall(0x1234, 100003, 3, proc, a, { uid: 0, gid: 0 });
+      const { decodeCall } = await import('../src/rpc/message.js');
+      const c = decodeCall(rec);
+      if ('notCall' in c) throw new Error('not a call');
+      const direct = prog.handle(c, { remoteAddress: '127.0.0.1', remotePort: 900 });
+      expect(direct instanceof Promise).toBe(false);
+      expect((await call(sync, proc, a)).body.toString('hex')).toBe((await call(async_, proc, a)).body.toString('hex'));
+    }
   });
 
   it('malformed handle → NFS3ERR_BADHANDLE, wrong generation → NFS3ERR_STALE, gone → STALE', async () => {
@@ -187,6 +230,44 @@ describe('NFSv3 program (in-process, golden bytes)', () => {
     expect(unknown.head.slice(-8)).toBe('00000003');
     const truncated = await call(z, 6, fhArg(42n)); // READ without offset/count
     expect(truncated.head.slice(-8)).toBe('00000004');
+  });
+
+  it('a call gets CallContext.inline only when the TCP server had no other call in flight', async () => {
+    const seen: (boolean | undefined)[] = [];
+    const z = fakeZone({ getattr: async (ctx) => { seen.push(ctx.inline); return ATTR; } });
+    const srv = new RpcServer();
+    srv.register(createNfsProgram({ zones: { byId: () => z, list: () => [z] }, squash: NO_SQUASH }));
+    // dispatch() (UDP, tests) is not counted in flight: never inline.
+    await srv.dispatch(encodeCall(1, 100003, 3, 1, fhArg(42n), { uid: 0, gid: 0 }), { remoteAddress: '127.0.0.1', remotePort: 1 });
+    expect(seen).toEqual([false]);
+    // Over TCP: a lone call is inline; one of two calls in flight together is not.
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = fakeZone({
+      getattr: async (ctx) => {
+        seen.push(ctx.inline);
+        if (seen.length === 3) await gate;
+        return ATTR;
+      },
+    });
+    const tcp = new RpcServer();
+    tcp.register(createNfsProgram({ zones: { byId: () => slow, list: () => [slow] }, squash: NO_SQUASH }));
+    const port = await tcp.listen(0, '127.0.0.1');
+    const client = await RpcTcpClient.connect(port);
+    try {
+      await client.call(100003, 3, 1, fhArg(42n));
+      expect(seen).toEqual([false, true]);
+      const first = client.call(100003, 3, 1, fhArg(42n)); // held until released
+      await new Promise((r) => setTimeout(r, 50));
+      const second = client.call(100003, 3, 1, fhArg(42n));
+      await new Promise((r) => setTimeout(r, 50));
+      release();
+      await Promise.all([first, second]);
+      expect(seen).toEqual([false, true, true, false]);
+    } finally {
+      client.close();
+      await tcp.close();
+    }
   });
 
   it('root squash maps uid 0 to the anonymous user', async () => {

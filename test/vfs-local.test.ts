@@ -252,6 +252,22 @@ describe('symlinks never lead outside the zone', () => {
 });
 
 describe('data', () => {
+  it('large reads and writes give the same bytes on the threadpool and inline (CallContext.inline)', async () => {
+    const id = await mkfile(z.rootId, 'big');
+    const data = Buffer.alloc(300 * 1024);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 31 + (i >> 12)) & 0xff;
+    const INLINE: CallContext = { ...ROOT, inline: true };
+    const w1 = await z.write(INLINE, id, 0, data, 'unstable');
+    const w2 = await z.write(ROOT, id, data.length, data, 'unstable');
+    expect([w1.count, w2.count]).toEqual([data.length, data.length]);
+    for (const ctx of [ROOT, INLINE]) {
+      const r = await z.read(ctx, id, 0, 2 * data.length);
+      expect(r.eof).toBe(true);
+      expect(r.data.equals(Buffer.concat([data, data]))).toBe(true);
+    }
+    expect(fs.readFileSync(path.join(zoneDir, 'big')).equals(Buffer.concat([data, data]))).toBe(true);
+  });
+
   it('writes, reads with eof, commits, and reports stability', async () => {
     const id = await mkfile(z.rootId, 'data');
     const w1 = await z.write(ROOT, id, 0, b('hello '), 'unstable');
@@ -414,6 +430,27 @@ describe('remove, rmdir, rename, link', () => {
     expect(await code(z.getattr(ROOT, d.id))).toBe('ESTALE');
     expect(fs.readdirSync(zoneDir)).toEqual([]);
     expect(z.nodes.count()).toBe(1); // only the root is left
+  });
+
+  it('removing the last link of a file not in the fd cache leaks no descriptor and frees its space', async () => {
+    const fdCount = () => fs.readdirSync('/proc/self/fd').length;
+    const before = fdCount();
+    const ids: FileId[] = [];
+    for (let i = 0; i < 200; i++) ids.push(await mkfile(z.rootId, `f${i}`, 'x'.repeat(8192)));
+    // More files than the cache keeps: the first ones are not cached, the last ones are.
+    const used = z.usage.used;
+    const linked = await mkfile(z.rootId, 'linked', 'y');
+    await z.link(ROOT, linked, z.rootId, b('other'));
+    for (let i = 0; i < 200; i++) await z.remove(ROOT, z.rootId, b(`f${i}`));
+    await z.remove(ROOT, z.rootId, b('linked')); // not the last link: nothing held open
+    expect(z.usage.used).toBeLessThan(used);
+    for (const id of ids) expect(await code(z.getattr(ROOT, id))).toBe('ESTALE');
+    expect((await z.lookup(ROOT, z.rootId, b('other'))).id).toBe(linked);
+    expect(fs.readdirSync(zoneDir)).toEqual(['other']);
+    await z.fds.closeAll();
+    // Descriptors held across an unlink close on the threadpool, after the call answered.
+    for (let i = 0; i < 50 && fdCount() > before; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fdCount()).toBeLessThanOrEqual(before);
   });
 
   it('renames across directories, over targets, and refuses moving a dir into itself', async () => {

@@ -22,5 +22,5 @@ export function callContext(call: RpcCall, conn: ConnInfo, squash: SquashOptions
     gid = squash.anonGid;
     gids = [];
   }
-  return { uid, gid, gids, client: conn.remoteAddress, origin: 'nfs' };
+  return { uid, gid, gids, client: conn.remoteAddress, origin: 'nfs', inline: call.alone === true };
 }

@@ -9,7 +9,7 @@ import {
   createmode3, FSF3_CANSETTIME, FSF3_HOMOGENEOUS, FSF3_LINK, FSF3_SYMLINK, ftype3, MAX_IO,
   NFS3_COOKIEVERFSIZE, NFS3_CREATEVERFSIZE, nfsstat3, stable_how,
 } from './constants.js';
-import { handleFor, resolveHandle, type Resolved, type ZoneRegistry } from './resolve.js';
+import { handleFor, handleForNow, resolveHandle, resolveHandleNow, type Resolved, type ZoneRegistry } from './resolve.js';
 import { statusOf } from './status.js';
 import {
   fileTypeOf, nameTooLong, readFh, readName, readPath, readSattr3, readTime, writeFattr3,
@@ -27,13 +27,24 @@ export interface ProcEnv {
 }
 
 export type ProcReply = Buffer | Buffer[] | { chunks: Buffer[]; release: () => void };
-export type Procedure = (r: XdrReader, ctx: CallContext, env: ProcEnv) => Promise<ProcReply>;
+/** A procedure answers synchronously when it can (see ZoneFs' synchronous forms), else with a promise. */
+export type Procedure = (r: XdrReader, ctx: CallContext, env: ProcEnv) => ProcReply | Promise<ProcReply>;
 
 /** Map an error to its nfsstat3, logging the ones the table does not know. */
 function fail(env: ProcEnv, err: unknown, proc: string): nfsstat3 {
   const m = statusOf(err);
   if (m.unexpected) env.log({ err: m.error, proc }, 'unexpected error mapped to NFS3ERR_IO');
   return m.status;
+}
+
+/** post_op_attr for an error reply, without a promise: best effort, never throws. */
+function attrOrNoneNow(ctx: CallContext, res: Resolved | undefined): Attr | undefined {
+  if (!res || !res.zone.getattrNow) return undefined;
+  try {
+    return res.zone.getattrNow(ctx, res.id);
+  } catch {
+    return undefined;
+  }
 }
 
 /** post_op_attr for an error reply: best effort, never throws. */
@@ -88,22 +99,38 @@ function statusWcc(status: nfsstat3, wcc: Wcc | undefined): Buffer {
 
 // --- procedures (RFC 1813 §3.3.x), one function each -------------------------------------------
 
-export const NULL: Procedure = async () => Buffer.alloc(0);
+export const NULL: Procedure = () => Buffer.alloc(0);
 
-export const GETATTR: Procedure = async (r, ctx, env) => {
+function getattrReply(attr: Attr): Buffer {
+  const w = new XdrWriter(96);
+  w.u32(nfsstat3.NFS3_OK);
+  writeFattr3(w, attr);
+  return w.bytes();
+}
+
+function statusOnly(status: nfsstat3): Buffer {
+  return new XdrWriter(8).u32(status).bytes();
+}
+
+export const GETATTR: Procedure = (r, ctx, env) => {
   const fh = readFh(r);
   try {
-    const res = await resolveHandle(env.zones, fh, ctx.client);
-    const attr = await res.zone.getattr(ctx, res.id);
-    const w = new XdrWriter(96);
-    w.u32(nfsstat3.NFS3_OK);
-    writeFattr3(w, attr);
-    return w.bytes();
+    const res = resolveHandleNow(env.zones, fh, ctx.client);
+    if (res !== undefined && res.zone.getattrNow !== undefined) return getattrReply(res.zone.getattrNow(ctx, res.id));
   } catch (err) {
-    const w = new XdrWriter(8);
-    return w.u32(fail(env, err, 'GETATTR')).bytes();
+    return statusOnly(fail(env, err, 'GETATTR'));
   }
+  return getattrLater(fh, ctx, env);
 };
+
+async function getattrLater(fh: Buffer, ctx: CallContext, env: ProcEnv): Promise<Buffer> {
+  try {
+    const res = await resolveHandle(env.zones, fh, ctx.client);
+    return getattrReply(await res.zone.getattr(ctx, res.id));
+  } catch (err) {
+    return statusOnly(fail(env, err, 'GETATTR'));
+  }
+}
 
 export const SETATTR: Procedure = async (r, ctx, env) => {
   const fh = readFh(r);
@@ -119,40 +146,79 @@ export const SETATTR: Procedure = async (r, ctx, env) => {
   }
 };
 
-export const LOOKUP: Procedure = async (r, ctx, env) => {
+function lookupReply(fh: Buffer, found: { attr: Attr; dirAttr?: Attr }): Buffer {
+  const w = new XdrWriter(256);
+  w.u32(nfsstat3.NFS3_OK).opaque(fh);
+  writePostOpAttr(w, found.attr);
+  writePostOpAttr(w, found.dirAttr);
+  return w.bytes();
+}
+
+export const LOOKUP: Procedure = (r, ctx, env) => {
   const fh = readFh(r);
   const name = readName(r);
+  let dir: Resolved | undefined;
+  try {
+    dir = resolveHandleNow(env.zones, fh, ctx.client);
+    const zone = dir?.zone;
+    if (dir !== undefined && zone!.lookupNow !== undefined) {
+      checkName(name);
+      const found = zone!.lookupNow(ctx, dir.id, name);
+      const out = handleForNow(zone!, found.id);
+      if (out !== undefined) return lookupReply(out, found);
+    }
+  } catch (err) {
+    return statusAttr(fail(env, err, 'LOOKUP'), attrOrNoneNow(ctx, dir));
+  }
+  return lookupLater(fh, name, ctx, env);
+};
+
+async function lookupLater(fh: Buffer, name: Buffer, ctx: CallContext, env: ProcEnv): Promise<Buffer> {
   let dir: Resolved | undefined;
   try {
     dir = await resolveHandle(env.zones, fh, ctx.client);
     checkName(name);
     const found = await dir.zone.lookup(ctx, dir.id, name);
-    const w = new XdrWriter(256);
-    w.u32(nfsstat3.NFS3_OK).opaque(await handleFor(dir.zone, found.id));
-    writePostOpAttr(w, found.attr);
-    writePostOpAttr(w, found.dirAttr);
-    return w.bytes();
+    return lookupReply(await handleFor(dir.zone, found.id), found);
   } catch (err) {
     return statusAttr(fail(env, err, 'LOOKUP'), await attrOrNone(ctx, dir));
   }
-};
+}
 
-export const ACCESS: Procedure = async (r, ctx, env) => {
+function accessReply(granted: number, attr: Attr, mask: number): Buffer {
+  const w = new XdrWriter(104);
+  w.u32(nfsstat3.NFS3_OK);
+  writePostOpAttr(w, attr);
+  w.u32(granted & mask);
+  return w.bytes();
+}
+
+export const ACCESS: Procedure = (r, ctx, env) => {
   const fh = readFh(r);
   const mask = r.u32();
   let res: Resolved | undefined;
   try {
+    res = resolveHandleNow(env.zones, fh, ctx.client);
+    if (res !== undefined && res.zone.accessNow !== undefined) {
+      const { granted, attr } = res.zone.accessNow(ctx, res.id, mask);
+      return accessReply(granted, attr, mask);
+    }
+  } catch (err) {
+    return statusAttr(fail(env, err, 'ACCESS'), attrOrNoneNow(ctx, res));
+  }
+  return accessLater(fh, mask, ctx, env);
+};
+
+async function accessLater(fh: Buffer, mask: number, ctx: CallContext, env: ProcEnv): Promise<Buffer> {
+  let res: Resolved | undefined;
+  try {
     res = await resolveHandle(env.zones, fh, ctx.client);
     const { granted, attr } = await res.zone.access(ctx, res.id, mask);
-    const w = new XdrWriter(104);
-    w.u32(nfsstat3.NFS3_OK);
-    writePostOpAttr(w, attr);
-    w.u32(granted & mask);
-    return w.bytes();
+    return accessReply(granted, attr, mask);
   } catch (err) {
     return statusAttr(fail(env, err, 'ACCESS'), await attrOrNone(ctx, res));
   }
-};
+}
 
 export const READLINK: Procedure = async (r, ctx, env) => {
   const fh = readFh(r);
@@ -220,7 +286,7 @@ export const WRITE: Procedure = async (r, ctx, env) => {
 async function createdReply(zone: ZoneFs, c: Created): Promise<Buffer> {
   const w = new XdrWriter(320);
   w.u32(nfsstat3.NFS3_OK);
-  writePostOpFh(w, await handleFor(zone, c.id));
+  writePostOpFh(w, handleForNow(zone, c.id) ?? await handleFor(zone, c.id));
   writePostOpAttr(w, c.attr);
   writeWcc(w, c.dir);
   return w.bytes();
@@ -370,6 +436,15 @@ export const LINK: Procedure = async (r, ctx, env) => {
   }
 };
 
+/** An entry's handle without a promise (the zone has generationNow); none for an entry gone meanwhile. */
+function handleOrNone(zone: ZoneFs, id: FileId): Buffer | undefined {
+  try {
+    return handleForNow(zone, id);
+  } catch {
+    return undefined;
+  }
+}
+
 // READDIR / READDIRPLUS byte accounting (XDR sizes).
 const POST_OP_ATTR_SIZE = 4 + 84;
 const xdrOpaqueSize = (n: number) => 4 + ((n + 3) & ~3);
@@ -430,9 +505,11 @@ export const READDIRPLUS: Procedure = async (r, ctx, env) => {
     w.u32(nfsstat3.NFS3_OK);
     writePostOpAttr(w, page.dirAttr);
     w.fixed(page.verifier);
-    // Every entry's handle at once: one wait for the page instead of one per entry.
     const zone = dir.zone;
-    const handles = await Promise.all(page.entries.map((e) => handleFor(zone, e.id).catch(() => undefined)));
+    const handles = zone.generationNow !== undefined
+      ? page.entries.map((e) => handleOrNone(zone, e.id))
+      // Every entry's handle at once: one wait for the page instead of one per entry.
+      : await Promise.all(page.entries.map((e) => handleFor(zone, e.id).catch(() => undefined)));
     let n = 0;
     for (let i = 0; i < page.entries.length; i++) {
       const e = page.entries[i]!;

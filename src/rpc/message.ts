@@ -53,6 +53,11 @@ export interface RpcCall {
   authSys: AuthSys | null;
   /** The call arguments, positioned after the header. */
   args: XdrReader;
+  /**
+   * Set by RpcServer: no other call was in flight on the server when this one started, so
+   * nothing waits for the event loop while this call runs (see CallContext.inline).
+   */
+  alone?: boolean;
 }
 
 const MAX_AUTH_BODY = 400; // RFC 5531: opaque_auth body is at most 400 bytes

@@ -213,7 +213,7 @@ export class RpcServer {
       };
       let out: Outcome | Promise<Outcome>;
       try {
-        out = this.answer(record, conn);
+        out = this.answer(record, conn, this.inFlightTotal === 1);
       } catch (err) {
         out = Promise.reject(err);
       }
@@ -249,7 +249,7 @@ export class RpcServer {
 
   /** Decode, authenticate and run one call; returns the reply chunks or null to drop it. */
   async dispatch(record: Buffer, conn: ConnInfo): Promise<Reply | null> {
-    const out = this.answer(record, conn);
+    const out = this.answer(record, conn, false);
     return toReply(out instanceof Promise ? await out : out);
   }
 
@@ -258,12 +258,13 @@ export class RpcServer {
    * without a separate header buffer for a successful call: the TCP path encodes the record mark,
    * the reply header and a small result into one buffer.
    */
-  private answer(record: Buffer, conn: ConnInfo): Outcome | Promise<Outcome> {
+  private answer(record: Buffer, conn: ConnInfo, alone: boolean): Outcome | Promise<Outcome> {
     let call: RpcCall;
     try {
       const c = decodeCall(record);
       if ('notCall' in c) return null; // a REPLY sent to us: ignore
       call = c;
+      call.alone = alone;
     } catch {
       this.stats.garbage++;
       return null; // header too short to carry an xid we can trust

@@ -52,6 +52,12 @@ export class FdCache {
     return this.slots.size;
   }
 
+  /** Whether a descriptor of `id` is cached (open, or being opened). */
+  has(id: bigint): boolean {
+    const slot = this.slots.get(id);
+    return slot !== undefined && !slot.dead;
+  }
+
   async acquire(id: bigint, write: boolean, open: Opener): Promise<FdLease> {
     if (this.closed) throw new Error('fd cache closed');
     let slot = this.slots.get(id);

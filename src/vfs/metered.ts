@@ -33,6 +33,13 @@ class MeteredZoneFs implements ZoneFs {
   readonly zoneId: number;
   readonly rootId: FileId;
 
+  // The synchronous forms exist exactly when the wrapped zone has them (see ZoneFs); failures are
+  // counted as for the asynchronous forms.
+  readonly generationNow?: (id: FileId) => number;
+  readonly getattrNow?: (ctx: CallContext, id: FileId) => Attr;
+  readonly lookupNow?: (ctx: CallContext, dir: FileId, name: Buffer) => { id: FileId; attr: Attr; dirAttr?: Attr };
+  readonly accessNow?: (ctx: CallContext, id: FileId, mask: number) => { granted: number; attr: Attr };
+
   constructor(
     readonly inner: ZoneFs,
     private readonly meter: ZoneMeter,
@@ -40,6 +47,38 @@ class MeteredZoneFs implements ZoneFs {
     this.name = inner.name;
     this.zoneId = inner.zoneId;
     this.rootId = inner.rootId;
+    // Handle validation, not a client operation: not counted (as generation()).
+    if (inner.generationNow) this.generationNow = (id) => inner.generationNow!(id);
+    if (inner.getattrNow) {
+      this.getattrNow = (ctx, id) => {
+        try {
+          return inner.getattrNow!(ctx, id);
+        } catch (err) {
+          this.meter.error('getattr', codeOf(err));
+          throw err;
+        }
+      };
+    }
+    if (inner.lookupNow) {
+      this.lookupNow = (ctx, dir, name) => {
+        try {
+          return inner.lookupNow!(ctx, dir, name);
+        } catch (err) {
+          this.meter.error('lookup', codeOf(err));
+          throw err;
+        }
+      };
+    }
+    if (inner.accessNow) {
+      this.accessNow = (ctx, id, mask) => {
+        try {
+          return inner.accessNow!(ctx, id, mask);
+        } catch (err) {
+          this.meter.error('access', codeOf(err));
+          throw err;
+        }
+      };
+    }
   }
 
   /** Count a rejection under `op` and pass it on unchanged. */

@@ -12,10 +12,20 @@ export class PassThroughZoneFs implements ZoneFs {
   readonly zoneId: number;
   readonly rootId: FileId;
 
+  // The synchronous forms exist exactly when the wrapped backend has them (see ZoneFs).
+  readonly generationNow?: (id: FileId) => number;
+  readonly getattrNow?: (ctx: CallContext, id: FileId) => Attr;
+  readonly lookupNow?: (ctx: CallContext, dir: FileId, name: Buffer) => { id: FileId; attr: Attr; dirAttr?: Attr };
+  readonly accessNow?: (ctx: CallContext, id: FileId, mask: number) => { granted: number; attr: Attr };
+
   constructor(readonly inner: ZoneFs) {
     this.name = inner.name;
     this.zoneId = inner.zoneId;
     this.rootId = inner.rootId;
+    if (inner.generationNow) this.generationNow = (id) => inner.generationNow!(id);
+    if (inner.getattrNow) this.getattrNow = (ctx, id) => inner.getattrNow!(ctx, id);
+    if (inner.lookupNow) this.lookupNow = (ctx, dir, name) => inner.lookupNow!(ctx, dir, name);
+    if (inner.accessNow) this.accessNow = (ctx, id, mask) => inner.accessNow!(ctx, id, mask);
   }
 
   getattr(ctx: CallContext, id: FileId): Promise<Attr> {

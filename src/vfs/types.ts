@@ -15,6 +15,12 @@ export interface CallContext {
   /** Client address, for logs and journal origin. */
   client: string;
   origin: 'nfs' | 'peer' | 'local';
+  /**
+   * Nothing else is waiting for the event loop (the RPC server had no other call in flight when
+   * this one started): a backend may do large data I/O synchronously instead of on the threadpool
+   * (whose round trip costs more than a page-cache copy of 1 MiB here). Absent: false.
+   */
+  inline?: boolean;
 }
 
 export type FileType = 'file' | 'dir' | 'symlink' | 'block' | 'char' | 'socket' | 'fifo';
@@ -180,4 +186,13 @@ export interface ZoneFs {
   commit(ctx: CallContext, id: FileId, offset: number, count: number): Promise<Wcc>;
   /** Release resources (fds, watchers). */
   close(): Promise<void>;
+
+  // Synchronous forms of the calls a backend can answer at once (attributes from lstat, ids from
+  // memory). Optional: when present, the NFS layer answers GETATTR, LOOKUP and ACCESS without a
+  // promise (with libnfs' one call in flight, each promise hop is latency); same results and
+  // errors (thrown) as the asynchronous forms, which a backend implementing these keeps as well.
+  generationNow?(id: FileId): number;
+  getattrNow?(ctx: CallContext, id: FileId): Attr;
+  lookupNow?(ctx: CallContext, dir: FileId, name: Buffer): { id: FileId; attr: Attr; dirAttr?: Attr };
+  accessNow?(ctx: CallContext, id: FileId, mask: number): { granted: number; attr: Attr };
 }
