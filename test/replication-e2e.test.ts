@@ -248,14 +248,15 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
     // show is a file that is still being written).
     const seen = new Set<number>();
     let polls = 0;
-    const watch = setInterval(() => {
+    const poll = (): void => {
       polls++;
       try {
         seen.add(fs.statSync(target).size);
       } catch {
         /* not there yet */
       }
-    }, 20);
+    };
+    const watch = setInterval(poll, 20);
     try {
       const before = c.portBytes('b').toHost;
       const a = await c.nfs('a');
@@ -277,6 +278,9 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
           return undefined;
         }
       }, 120_000, 100);
+      // The poller and this wait share the event loop: the wait may see the complete file before
+      // the poller's next tick (and the hashing below blocks the loop), so look once more here.
+      poll();
       const total = c.portBytes('b').toHost - before;
       console.log(`200 MB transfer: ${atKill} bytes reached B before kill -9, ${total} in all; ${polls} polls of B's copy`);
       expect(createHash('sha256').update(fs.readFileSync(target)).digest('hex')).toBe(digest);
