@@ -94,6 +94,55 @@ describe('replication: content and metadata', () => {
     expect(b.source.stats.entries).toBeGreaterThanOrEqual(1);
   });
 
+  it('a directory moved over the name of a removed one keeps its contents on every node (rm -r E; mv D E)', async () => {
+    lab = new ReplicaLab();
+    const a = await lab.add('a');
+    const b = await lab.add('b');
+    lab.startAll();
+    await mkdir(a, 'D');
+    await writeFile(a, 'D/p', 'D/p original\n');
+    await writeFile(a, 'D/q', 'D/q original\n');
+    await mkdir(a, 'E');
+    for (let i = 0; i < 5; i++) await writeFile(a, 'E/p', `E/p version ${i}\n`);
+    await converged([a, b]);
+    await remove(a, 'E/p');
+    await remove(a, 'E');
+    await rename(a, 'D', 'E');
+    await converged([a, b]);
+    // B journaled A's removal of the old E/p; reading it back must not remove the E/p moved there.
+    for (const n of [a, b]) {
+      expect(fs.readFileSync(path.join(n.zoneDir, 'E/p'), 'utf8')).toBe('D/p original\n');
+      expect(fs.readFileSync(path.join(n.zoneDir, 'E/q'), 'utf8')).toBe('D/q original\n');
+      expect(fs.existsSync(path.join(n.zoneDir, 'D'))).toBe(false);
+    }
+    // The moved file comes after the removal at its new name, on both nodes.
+    const tomb = a.att.journal.log.since(0n).filter((r) => r.kind === 'remove' && r.path.toString() === 'E/p').pop()!;
+    for (const n of [a, b]) expect(compare(tomb.vector, n.att.journal.index.byPath(Buffer.from('E/p'))!.vector)).toBe('before');
+    // A write after the move reaches B, and stays on A.
+    await writeFile(a, 'E/p', 'E/p written after the move\n');
+    await converged([a, b]);
+    for (const n of [a, b]) expect(fs.readFileSync(path.join(n.zoneDir, 'E/p'), 'utf8')).toBe('E/p written after the move\n');
+  });
+
+  it('a hard link made where a file was removed reaches a node that still has the removed file (rm P; ln X P)', async () => {
+    lab = new ReplicaLab();
+    const a = await lab.add('a');
+    const b = await lab.add('b');
+    lab.startAll();
+    await writeFile(a, 'X', 'the linked file\n');
+    // P's vector climbs well above X's.
+    for (let i = 0; i < 12; i++) await writeFile(a, 'P', `P version ${i}\n`);
+    await converged([a, b]);
+    lab.setLink('a', 'b', false);
+    await remove(a, 'P');
+    await a.att.fs.link(ROOT_CTX, await idOf(a, 'X'), a.local.rootId, Buffer.from('P'));
+    await a.att.journal.settled();
+    lab.setLink('a', 'b', true);
+    await converged([a, b]);
+    for (const n of [a, b]) expect(fs.readFileSync(path.join(n.zoneDir, 'P'), 'utf8')).toBe('the linked file\n');
+    expect(fs.statSync(path.join(b.zoneDir, 'P')).ino).toBe(fs.statSync(path.join(b.zoneDir, 'X')).ino);
+  });
+
   it('transitive: A and C partitioned, both see B; a write on A reaches C', async () => {
     lab = new ReplicaLab();
     const a = await lab.add('a');

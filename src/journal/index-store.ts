@@ -75,6 +75,7 @@ export class IndexStore {
   private readonly sTombGet: Statement;
   private readonly sTombPut: Statement;
   private readonly sTombDel: Statement;
+  private readonly sTombUnder: Statement;
 
   constructor(db: GvDatabase, readonly zone: string) {
     const cols = 'fileid, path, type, size, mtime_ns, ino, mode, vector, hashes, origin';
@@ -99,6 +100,7 @@ export class IndexStore {
     this.sAll = db.prepare(`SELECT ${cols} FROM file_index WHERE zone = ?`).safeIntegers(true);
     this.sCount = db.prepare('SELECT count(*) FROM file_index WHERE zone = ?').pluck(true);
     this.sTombGet = db.prepare('SELECT path, type, vector, origin, at_ms FROM tombstones WHERE zone = ? AND path = ?').safeIntegers(true);
+    this.sTombUnder = db.prepare('SELECT path, type, vector, origin, at_ms FROM tombstones WHERE zone = ? AND path > ? AND path < ?').safeIntegers(true);
     this.sTombPut = db.prepare(
       `INSERT INTO tombstones (zone, path, type, vector, origin, at_ms) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (zone, path) DO UPDATE SET type = excluded.type, vector = excluded.vector, origin = excluded.origin,
@@ -193,6 +195,14 @@ export class IndexStore {
   tombstone(path: Buffer): Tombstone | undefined {
     const r = this.sTombGet.get(this.zone, path) as { path: Buffer; type: string; vector: Buffer; origin: string; at_ms: bigint } | undefined;
     return r && { path: r.path, type: r.type as FileType, vector: decodeVector(r.vector), origin: r.origin, atMs: Number(r.at_ms) };
+  }
+
+  /** Tombstones below directory `dir`. */
+  tombstonesUnder(dir: Buffer): Tombstone[] {
+    const lo = Buffer.concat([dir, Buffer.from('/')]);
+    const hi = Buffer.concat([dir, Buffer.from('0')]);
+    return (this.sTombUnder.all(this.zone, lo, hi) as { path: Buffer; type: string; vector: Buffer; origin: string; at_ms: bigint }[])
+      .map((r) => ({ path: r.path, type: r.type as FileType, vector: decodeVector(r.vector), origin: r.origin, atMs: Number(r.at_ms) }));
   }
 
   /** Record that `path`'s object went away with `vector` (call inside the change's transaction). */

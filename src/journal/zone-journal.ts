@@ -304,8 +304,10 @@ export class ZoneJournal {
   ): bigint {
     const prev = extra.prev ?? this.index.get(attr.fileid);
     // A new object where an earlier one went away starts after that one's last vector, so every
-    // node orders the re-creation after the removal it may already have applied.
-    const base = prev?.vector ?? this.index.tombstone(path)?.vector;
+    // node orders the re-creation after the removal it may already have applied; so does an
+    // existing object given that name (a hard link made where a file was removed: rm P; ln X P).
+    const gone = this.index.tombstone(path)?.vector;
+    const base = prev ? (gone ? merge(prev.vector, gone) : prev.vector) : gone;
     const vector = this.nextVector(base);
     const hashes = attr.type === 'file' ? (extra.hashes ?? prev?.hashes ?? Buffer.alloc(0)) : null;
     const entry: IndexEntry = {
@@ -355,13 +357,36 @@ export class ZoneJournal {
     // The object the rename replaced (if any) is gone with it: no row of its own, applying the
     // rename replaces it on every node too.
     const gone = replaced && replaced.fileid !== entry.fileid ? replaced : undefined;
-    return this.commit({
+    const v = this.commit({
       kind: 'rename', fileid: entry.fileid, path: entry.path, toPath: to, type: entry.type, size: moved.size,
       mtimeNs: moved.mtimeNs, mode: moved.mode, hashes: entry.hashes, vector,
     }, {
       put: moved, movePrefix: entry.type === 'dir' ? { from: entry.path, to } : undefined,
       delete: gone?.fileid, deleteUnder: gone?.type === 'dir' ? gone.path : undefined,
     });
+    return entry.type === 'dir' ? this.afterTombstones(to) ?? v : v;
+  }
+
+  /**
+   * A directory moved to `dir` keeps its contents' vectors; where one of them now sits at a path
+   * whose earlier object was removed (rm E/p; rmdir E; mv D E), it must come after that removal,
+   * as a re-created or renamed object does — else the removal, read back from a member's journal
+   * (or arriving late from another node), compares as newer and deletes the moved object. Each
+   * such object gets a row of its own with the vector moved past the tombstone (same content:
+   * members merge it without transferring anything). Answers the last version journaled, if any.
+   */
+  private afterTombstones(dir: Buffer): bigint | undefined {
+    let last: bigint | undefined;
+    for (const t of this.index.tombstonesUnder(dir)) {
+      const e = this.index.byPath(t.path);
+      if (!e) continue;
+      const vector = this.nextVector(merge(e.vector, t.vector));
+      last = this.commit({
+        kind: 'setattr', fileid: e.fileid, path: e.path, toPath: null, type: e.type, size: e.size, mtimeNs: e.mtimeNs, mode: e.mode,
+        hashes: e.hashes, vector,
+      }, { put: { ...e, vector, origin: this.nodeId } });
+    }
+    return last;
   }
 
   // ---------------------------------------------------------------- mutations under way

@@ -228,7 +228,11 @@ export class ZoneApplier {
           // while this one is applied (the peer's answer overlaps our disk work).
           const run: ContentRun = prefetched?.start === i ? prefetched : this.contentRunAt(source, rows, i);
           const following = this.nextContentStart(rows, run.end);
-          prefetched = following >= 0 ? this.contentRunAt(source, rows, following) : null;
+          // Rows already held are left out only when no remove or rename comes between the two
+          // runs: those are applied after this look and may change what the index holds at a path
+          // (a directory renamed over it, a name removed), while placing content only moves a
+          // path's vector forward. Otherwise decide() sorts them out once the entries are in.
+          prefetched = following >= 0 ? this.contentRunAt(source, rows, following, following === run.end) : null;
           this.stats.rows += run.end - i - 1;
           await this.contentRun(source, run.paths, run.kinds, rows.slice(run.end), run.entries);
           onDone?.(rows[run.end - 1]!.version);
@@ -257,7 +261,7 @@ export class ZoneApplier {
   }
 
   /** The content run starting at rows[start] (distinct paths, at most RUN_PATHS), its entries asked for now. */
-  private contentRunAt(source: ReplicaSource, rows: readonly ChangeRow[], start: number): ContentRun {
+  private contentRunAt(source: ReplicaSource, rows: readonly ChangeRow[], start: number, skipHeld = true): ContentRun {
     let end = start;
     const paths = new Map<string, Buffer>();
     const kinds = new Map<string, ChangeKind>();
@@ -269,7 +273,7 @@ export class ZoneApplier {
       // A row this node already has (equal or before the vector its index holds for the path:
       // typically its own change, or one it pulled from elsewhere, coming back) asks nothing;
       // a later row of the same path still brings the path in.
-      if (!paths.has(k) && this.alreadyHas(r)) {
+      if (skipHeld && !paths.has(k) && this.alreadyHas(r)) {
         this.stats.skipped++;
         continue;
       }
