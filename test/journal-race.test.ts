@@ -222,6 +222,34 @@ describe('a directory the watcher finds', () => {
 });
 
 describe('watcher processes', () => {
+  it('dirs: events batched in one nap: a file replaced by a directory, odd names, a file made and removed', async () => {
+    const w = new ZoneWatcher(att.journal, zoneDir, { engine: 'dirs', debounceMs: 20, removalDelayMs: 100 });
+    await w.start();
+    try {
+      fs.writeFileSync(path.join(zoneDir, 'x'), 'a file first');
+      await waitFor('x', () => att.journal.index.byPath(b('x'))?.type === 'file', 10_000);
+      const v0 = att.journal.version();
+      const since = () => summary(rows(v0));
+      // All within one nap of the watcher process: one batch, each path listed once.
+      fs.rmSync(path.join(zoneDir, 'x'));
+      fs.mkdirSync(path.join(zoneDir, 'x'));
+      fs.writeFileSync(path.join(zoneDir, 'x', 'in'), 'inside');
+      fs.writeFileSync(path.join(zoneDir, 'line\nbreak'), 'odd name');
+      fs.writeFileSync(path.join(zoneDir, 'brief'), 'here and gone');
+      fs.rmSync(path.join(zoneDir, 'brief'));
+      await waitFor('batch', () => since().includes('create x/in') && since().includes('create line\nbreak'), 10_000);
+      await new Promise((r) => setTimeout(r, 300));
+      await att.journal.settled();
+      expect(since().sort()).toEqual(['create line\nbreak', 'create x/in', 'mkdir x', 'remove x'].sort());
+      expect(att.journal.index.byPath(b('x'))?.type).toBe('dir');
+      // The new directory is watched: a change in it later is seen too.
+      fs.appendFileSync(path.join(zoneDir, 'x', 'in'), ' and more');
+      await waitFor('write in x', () => since().includes('write x/in'), 10_000);
+    } finally {
+      await w.stop();
+    }
+  }, 30_000);
+
   for (const engine of ['dirs', 'chokidar'] as const) {
     it(`${engine}: finds a directory tree made at once, changes deep in it, and its removal`, async () => {
       const w = new ZoneWatcher(att.journal, zoneDir, { engine, debounceMs: 20, removalDelayMs: 100 });
