@@ -202,6 +202,61 @@ describe('journal races with the watcher', () => {
   });
 });
 
+describe('a look at a path the daemon has just journaled', () => {
+  // The watcher skips its queries when what lstat finds is what the daemon itself put in the index
+  // there (same object, type, mode, size and mtime); a change made on disk right after must still
+  // be journaled.
+  it('journals an outside write, chmod and re-creation made right after the daemon\'s own change', async () => {
+    const id = await mkfile('f');
+    await att.fs.write(ROOT, id, 0, b('via nfs'), 'file_sync');
+    await att.journal.idle();
+    const v0 = att.journal.version();
+    // The daemon's own change alone: a look journals nothing.
+    watcher.notice(path.join(zoneDir, 'f'), false);
+    await looked(1);
+    await att.journal.settled();
+    expect(rows(v0)).toEqual([]);
+    expect(watcher.stats.quick).toBe(1);
+    // Right after it, on disk: new content, then a new mode, each seen by a look.
+    fs.writeFileSync(path.join(zoneDir, 'f'), 'written on disk, longer');
+    watcher.notice(path.join(zoneDir, 'f'), false);
+    await looked(2);
+    await att.journal.settled();
+    fs.chmodSync(path.join(zoneDir, 'f'), 0o600);
+    watcher.notice(path.join(zoneDir, 'f'), false);
+    await looked(3);
+    await att.journal.settled();
+    expect(summary(rows(v0))).toEqual(['write f', 'setattr f']);
+    expect(watcher.stats.quick).toBe(1);
+    expect(att.journal.index.get(id)!.size).toBe(BigInt('written on disk, longer'.length));
+    // The daemon renames f to g; on disk a new f is made at once, with g's size.
+    const v1 = att.journal.version();
+    await att.fs.rename(ROOT, local.rootId, b('f'), local.rootId, b('g'));
+    await att.journal.settled();
+    fs.writeFileSync(path.join(zoneDir, 'f'), 'written on disk, longer');
+    watcher.notice(path.join(zoneDir, 'f'), false);
+    watcher.notice(path.join(zoneDir, 'g'), false);
+    await looked(5);
+    await att.journal.settled();
+    expect(summary(rows(v1))).toEqual(['rename f -> g', 'create f']);
+    expect(att.journal.index.byPath(b('f'))?.fileid).not.toBe(id);
+  });
+
+  it('journals a file replaced on disk by another one right after the daemon created it', async () => {
+    const id = await mkfile('r');
+    const v0 = att.journal.version();
+    fs.rmSync(path.join(zoneDir, 'r'));
+    fs.writeFileSync(path.join(zoneDir, 'r'), '');
+    watcher.notice(path.join(zoneDir, 'r'), false);
+    await looked(1);
+    await att.journal.settled();
+    const now = att.journal.index.byPath(b('r'));
+    expect(now?.fileid).toBe(fs.lstatSync(path.join(zoneDir, 'r'), { bigint: true }).ino);
+    // (The file system may hand the new file the old one's inode number: then it is the same object.)
+    if (now?.fileid !== id) expect(summary(rows(v0))).toEqual(['remove r', 'create r']);
+  });
+});
+
 describe('a directory the watcher finds', () => {
   it('is looked inside: what was made in it before it was watched is journaled, parents first', async () => {
     const v0 = att.journal.version();

@@ -20,7 +20,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { reconcile, type ScanStats, newScanStats, SKIP_AT_ROOT } from './scan.js';
+import { reconcile, type ScanStats, newScanStats, SKIP_AT_ROOT, unchanged } from './scan.js';
 import type { ZoneJournal } from './zone-journal.js';
 
 /** Looks put off while the daemon's own mutation holds a path (at the debounce interval: ~20 s). */
@@ -192,10 +192,29 @@ interface WatcherMessage {
   msg?: string;
 }
 
+interface Due {
+  rel: string;
+  at: number;
+  gen: number;
+}
+
+interface Look {
+  relPath: string;
+  rel: Buffer;
+  attempt: number;
+}
+
 export class ZoneWatcher {
   readonly stats: ScanStats = newScanStats();
   private child: ChildProcess | null = null;
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Per path (relative) its latest look asked for: its ask number and how often it was put off. */
+  private readonly pending = new Map<string, { gen: number; attempt: number }>();
+  /** Looks asked for, in due order: after the debounce (0), after the removal delay (1). */
+  private readonly queues: [Due[], Due[]] = [[], []];
+  private readonly heads = [0, 0];
+  private gen = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
   private readonly root: string;
   private readonly rootBuf: Buffer;
   private stopped = false;
@@ -252,46 +271,104 @@ export class ZoneWatcher {
 
   /** Something happened at `rel` (relative to the zone root): look at it soon. */
   private noticeRel(rel: string, removal: boolean): void {
-    this.schedule(rel, removal ? (this.opts.removalDelayMs ?? 250) : (this.opts.debounceMs ?? 50), 0);
+    this.schedule(rel, removal ? 1 : 0, 0);
   }
 
   /**
-   * Reconcile `p` after `delay`. While a mutation the daemon brokers holds the path or the object
-   * found there (from before its system call until its journal task ran), what is there is the
-   * daemon's own change: looking now would journal it a second time, or journal a rename's old
-   * name as removed before the rename's own entry. Then it looks again later (bounded).
+   * Look at `rel` after the debounce (queue 0) or the removal delay (queue 1). While a mutation the
+   * daemon brokers holds the path or the object found there (from before its system call until its
+   * journal task ran), what is there is the daemon's own change: looking now would journal it a
+   * second time, or journal a rename's old name as removed before the rename's own entry. Then it
+   * looks again later (bounded).
+   *
+   * No timer per path: each queue has one delay, so its looks fall due in the order they were
+   * asked for; a newer ask for a path supersedes the older one (its entry is skipped when due).
+   * One timer for the earliest, and one journal task for all that fell due together.
    */
-  private schedule(relPath: string, delay: number, attempt: number): void {
+  private schedule(rel: string, queue: 0 | 1, attempt: number): void {
     if (this.stopped) return;
-    const old = this.timers.get(relPath);
-    if (old) clearTimeout(old);
-    const p = relPath === '' ? this.root : this.root + path.sep + relPath;
-    const t = setTimeout(() => {
-      this.timers.delete(relPath);
-      if (this.stopped) return;
-      const rel = Buffer.from(relPath);
-      // True when this look is put off (held) or superseded by a newer event's look.
-      const putOff = (ino?: bigint): boolean => {
-        if (this.timers.has(relPath) || this.stopped) return true;
-        if (!this.journal.busy(rel, ino) || attempt >= MAX_DEFERRALS) return false;
-        this.stats.deferred++;
-        this.schedule(relPath, this.opts.debounceMs ?? 50, attempt + 1);
-        return true;
-      };
-      if (putOff()) return;
-      void this.journal.enqueue('watch', () => {
-        if (putOff()) return undefined;
-        const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
-        if (st && putOff(st.ino)) return undefined;
-        const newDir = rel.length > 0 && !!st && st.isDirectory() && !this.journal.index.get(st.ino);
-        const done = reconcile(this.journal, this.rootBuf, rel, st, this.stats);
-        // A directory new to the journal: what was made in it before the watcher process watched
-        // it (chokidar lists a new directory before it watches it) is looked at here, parents first.
-        return newDir ? done.then(() => this.lookInside(rel, { left: LOOK_INLINE })) : done;
-      });
-    }, delay);
-    t.unref();
-    this.timers.set(relPath, t);
+    const gen = ++this.gen;
+    this.pending.set(rel, { gen, attempt });
+    const at = Date.now() + (queue === 1 ? (this.opts.removalDelayMs ?? 250) : (this.opts.debounceMs ?? 50));
+    this.queues[queue].push({ rel, at, gen });
+    this.arm(at);
+  }
+
+  private arm(at: number): void {
+    if (this.timer && this.timerAt <= at) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.fire(), Math.max(0, at - Date.now()));
+    this.timer.unref();
+  }
+
+  private fire(): void {
+    this.timer = null;
+    this.timerAt = Infinity;
+    if (this.stopped) return;
+    const now = Date.now();
+    const due: Look[] = [];
+    let next = Infinity;
+    for (let q = 0; q < 2; q++) {
+      const queue = this.queues[q]!;
+      let h = this.heads[q]!;
+      for (; h < queue.length && queue[h]!.at <= now; h++) {
+        const e = queue[h]!;
+        const p = this.pending.get(e.rel);
+        if (!p || p.gen !== e.gen) continue; // superseded
+        this.pending.delete(e.rel);
+        const rel = Buffer.from(e.rel);
+        if (!this.putOff(e.rel, rel, p.attempt)) due.push({ relPath: e.rel, rel, attempt: p.attempt });
+      }
+      if (h > 1024 && h * 2 > queue.length) {
+        queue.splice(0, h);
+        h = 0;
+      }
+      this.heads[q] = h;
+      if (h < queue.length) next = Math.min(next, queue[h]!.at);
+    }
+    if (next !== Infinity) this.arm(next);
+    if (due.length > 0) void this.journal.enqueue('watch', () => this.lookAll(due, 0));
+  }
+
+  /** True when this look is put off (held: asked again later) or superseded by a newer ask. */
+  private putOff(relPath: string, rel: Buffer, attempt: number, ino?: bigint): boolean {
+    if (this.pending.has(relPath) || this.stopped) return true;
+    if (!this.journal.busy(rel, ino) || attempt >= MAX_DEFERRALS) return false;
+    this.stats.deferred++;
+    this.schedule(relPath, 0, attempt + 1);
+    return true;
+  }
+
+  /** On the journal's queue: the looks from `i` on, synchronously as long as they need no I/O. */
+  private lookAll(looks: Look[], i: number): Promise<void> | undefined {
+    for (; i < looks.length; i++) {
+      const done = this.look(looks[i]!);
+      if (done) {
+        const from = i + 1;
+        return done.then(() => this.lookAll(looks, from));
+      }
+    }
+    return undefined;
+  }
+
+  /** Reconcile one path (on the journal's queue); undefined when that took no I/O but its lstat. */
+  private look({ relPath, rel, attempt }: Look): Promise<void> | undefined {
+    if (this.putOff(relPath, rel, attempt)) return undefined;
+    const abs = relPath === '' ? this.root : this.root + path.sep + relPath;
+    const st = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
+    if (st && this.putOff(relPath, rel, attempt, st.ino)) return undefined;
+    if (st && unchanged(this.journal, rel, st)) {
+      // Most often the daemon's own change, journaled with these very attributes.
+      this.stats.entries++;
+      this.stats.quick++;
+      return undefined;
+    }
+    const newDir = rel.length > 0 && !!st && st.isDirectory() && !this.journal.index.get(st.ino);
+    const done = reconcile(this.journal, this.rootBuf, rel, st, this.stats);
+    // A directory new to the journal: what was made in it before the watcher process watched
+    // it (chokidar lists a new directory before it watches it) is looked at here, parents first.
+    return newDir ? done.then(() => this.lookInside(rel, { left: LOOK_INLINE })) : done;
   }
 
   /**
@@ -324,8 +401,12 @@ export class ZoneWatcher {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.pending.clear();
+    this.queues[0].length = 0;
+    this.queues[1].length = 0;
+    this.heads[0] = this.heads[1] = 0;
     const w = this.child;
     this.child = null;
     if (!w || w.exitCode !== null || w.signalCode !== null) return;
