@@ -289,7 +289,7 @@ export class ZoneWatcher {
     if (this.stopped) return;
     const gen = ++this.gen;
     this.pending.set(rel, { gen, attempt });
-    const at = Date.now() + (queue === 1 ? (this.opts.removalDelayMs ?? 250) : (this.opts.debounceMs ?? 50));
+    const at = performance.now() + (queue === 1 ? (this.opts.removalDelayMs ?? 250) : (this.opts.debounceMs ?? 50));
     this.queues[queue].push({ rel, at, gen });
     this.arm(at);
   }
@@ -298,7 +298,7 @@ export class ZoneWatcher {
     if (this.timer && this.timerAt <= at) return;
     if (this.timer) clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => this.fire(), Math.max(0, at - Date.now()));
+    this.timer = setTimeout(() => this.fire(), Math.max(0, at - performance.now()));
     this.timer.unref();
   }
 
@@ -306,7 +306,7 @@ export class ZoneWatcher {
     this.timer = null;
     this.timerAt = Infinity;
     if (this.stopped) return;
-    const now = Date.now();
+    const now = performance.now();
     const due: Look[] = [];
     let next = Infinity;
     for (let q = 0; q < 2; q++) {
