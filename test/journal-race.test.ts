@@ -202,6 +202,61 @@ describe('journal races with the watcher', () => {
   });
 });
 
+describe('a look at a path the daemon has just journaled', () => {
+  // The watcher skips its queries when what lstat finds is what the daemon itself put in the index
+  // there (same object, type, mode, size and mtime); a change made on disk right after must still
+  // be journaled.
+  it('journals an outside write, chmod and re-creation made right after the daemon\'s own change', async () => {
+    const id = await mkfile('f');
+    await att.fs.write(ROOT, id, 0, b('via nfs'), 'file_sync');
+    await att.journal.idle();
+    const v0 = att.journal.version();
+    // The daemon's own change alone: a look journals nothing.
+    watcher.notice(path.join(zoneDir, 'f'), false);
+    await looked(1);
+    await att.journal.settled();
+    expect(rows(v0)).toEqual([]);
+    expect(watcher.stats.quick).toBe(1);
+    // Right after it, on disk: new content, then a new mode, each seen by a look.
+    fs.writeFileSync(path.join(zoneDir, 'f'), 'written on disk, longer');
+    watcher.notice(path.join(zoneDir, 'f'), false);
+    await looked(2);
+    await att.journal.settled();
+    fs.chmodSync(path.join(zoneDir, 'f'), 0o600);
+    watcher.notice(path.join(zoneDir, 'f'), false);
+    await looked(3);
+    await att.journal.settled();
+    expect(summary(rows(v0))).toEqual(['write f', 'setattr f']);
+    expect(watcher.stats.quick).toBe(1);
+    expect(att.journal.index.get(id)!.size).toBe(BigInt('written on disk, longer'.length));
+    // The daemon renames f to g; on disk a new f is made at once, with g's size.
+    const v1 = att.journal.version();
+    await att.fs.rename(ROOT, local.rootId, b('f'), local.rootId, b('g'));
+    await att.journal.settled();
+    fs.writeFileSync(path.join(zoneDir, 'f'), 'written on disk, longer');
+    watcher.notice(path.join(zoneDir, 'f'), false);
+    watcher.notice(path.join(zoneDir, 'g'), false);
+    await looked(5);
+    await att.journal.settled();
+    expect(summary(rows(v1))).toEqual(['rename f -> g', 'create f']);
+    expect(att.journal.index.byPath(b('f'))?.fileid).not.toBe(id);
+  });
+
+  it('journals a file replaced on disk by another one right after the daemon created it', async () => {
+    const id = await mkfile('r');
+    const v0 = att.journal.version();
+    fs.rmSync(path.join(zoneDir, 'r'));
+    fs.writeFileSync(path.join(zoneDir, 'r'), '');
+    watcher.notice(path.join(zoneDir, 'r'), false);
+    await looked(1);
+    await att.journal.settled();
+    const now = att.journal.index.byPath(b('r'));
+    expect(now?.fileid).toBe(fs.lstatSync(path.join(zoneDir, 'r'), { bigint: true }).ino);
+    // (The file system may hand the new file the old one's inode number: then it is the same object.)
+    if (now?.fileid !== id) expect(summary(rows(v0))).toEqual(['remove r', 'create r']);
+  });
+});
+
 describe('a directory the watcher finds', () => {
   it('is looked inside: what was made in it before it was watched is journaled, parents first', async () => {
     const v0 = att.journal.version();
@@ -222,6 +277,34 @@ describe('a directory the watcher finds', () => {
 });
 
 describe('watcher processes', () => {
+  it('dirs: events batched in one nap: a file replaced by a directory, odd names, a file made and removed', async () => {
+    const w = new ZoneWatcher(att.journal, zoneDir, { engine: 'dirs', debounceMs: 20, removalDelayMs: 100 });
+    await w.start();
+    try {
+      fs.writeFileSync(path.join(zoneDir, 'x'), 'a file first');
+      await waitFor('x', () => att.journal.index.byPath(b('x'))?.type === 'file', 10_000);
+      const v0 = att.journal.version();
+      const since = () => summary(rows(v0));
+      // All within one nap of the watcher process: one batch, each path listed once.
+      fs.rmSync(path.join(zoneDir, 'x'));
+      fs.mkdirSync(path.join(zoneDir, 'x'));
+      fs.writeFileSync(path.join(zoneDir, 'x', 'in'), 'inside');
+      fs.writeFileSync(path.join(zoneDir, 'line\nbreak'), 'odd name');
+      fs.writeFileSync(path.join(zoneDir, 'brief'), 'here and gone');
+      fs.rmSync(path.join(zoneDir, 'brief'));
+      await waitFor('batch', () => since().includes('create x/in') && since().includes('create line\nbreak'), 10_000);
+      await new Promise((r) => setTimeout(r, 300));
+      await att.journal.settled();
+      expect(since().sort()).toEqual(['create line\nbreak', 'create x/in', 'mkdir x', 'remove x'].sort());
+      expect(att.journal.index.byPath(b('x'))?.type).toBe('dir');
+      // The new directory is watched: a change in it later is seen too.
+      fs.appendFileSync(path.join(zoneDir, 'x', 'in'), ' and more');
+      await waitFor('write in x', () => since().includes('write x/in'), 10_000);
+    } finally {
+      await w.stop();
+    }
+  }, 30_000);
+
   for (const engine of ['dirs', 'chokidar'] as const) {
     it(`${engine}: finds a directory tree made at once, changes deep in it, and its removal`, async () => {
       const w = new ZoneWatcher(att.journal, zoneDir, { engine, debounceMs: 20, removalDelayMs: 100 });

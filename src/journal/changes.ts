@@ -126,7 +126,12 @@ export class ChangeLog {
 
   /** Append `change` (and apply `effect` to the index) under the next version; answers it. */
   record(change: Change, effect: IndexEffect = {}): bigint {
-    return this.tx(change, effect);
+    try {
+      return this.tx(change, effect);
+    } catch (err) {
+      this.index.forgetRecent(); // rolled back: what it put is not in the index
+      throw err;
+    }
   }
 
   /** Changes after `version`, oldest first. */

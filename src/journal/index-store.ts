@@ -61,7 +61,17 @@ export function joinRel(dir: Buffer, name: Buffer): Buffer {
   return dir.length === 0 ? Buffer.from(name) : Buffer.concat([dir, Buffer.from('/'), name]);
 }
 
+/** Entries remembered by recentAt (then forgotten all at once). */
+const RECENT_MAX = 8192;
+
 export class IndexStore {
+  /**
+   * The entries put lately, by path (latin1), each kept only while it is what the index holds at
+   * that path and for that object: any other put or delete touching either drops it, and a subtree
+   * move or removal, or a rolled-back transaction (forgetRecent), drops them all.
+   */
+  private readonly recent = new Map<string, IndexEntry>();
+  private readonly recentKey = new Map<bigint, string>();
   private readonly sGet: Statement;
   private readonly sByPath: Statement;
   private readonly sByIno: Statement;
@@ -136,18 +146,53 @@ export class IndexStore {
 
   /** Insert or replace (call inside the change's transaction). */
   put(e: IndexEntry): void {
+    this.forgetId(e.fileid);
+    const k = e.path.toString('latin1');
+    const there = this.recent.get(k);
+    if (there) {
+      this.recent.delete(k);
+      this.recentKey.delete(there.fileid);
+    }
     this.sPut.run(
       this.zone, toDb(e.fileid), e.path, e.type, e.size, e.mtimeNs, toDb(e.ino), e.mode, encodeVector(e.vector), e.hashes,
       e.origin,
     );
+    // Only a path the index held no other entry for lately (a path holds one object).
+    if (there && there.fileid !== e.fileid) return;
+    if (this.recent.size >= RECENT_MAX) this.forgetRecent();
+    this.recent.set(k, e);
+    this.recentKey.set(e.fileid, k);
   }
 
   delete(fileid: bigint): void {
+    this.forgetId(fileid);
     this.sDel.run(this.zone, toDb(fileid));
+  }
+
+  /**
+   * The entry last put at `path` in this process, while it is still the index's entry there (no
+   * query); undefined when not remembered.
+   */
+  recentAt(path: Buffer): IndexEntry | undefined {
+    return this.recent.size === 0 ? undefined : this.recent.get(path.toString('latin1'));
+  }
+
+  /** Forget every remembered entry (a transaction was rolled back, or a subtree changed). */
+  forgetRecent(): void {
+    this.recent.clear();
+    this.recentKey.clear();
+  }
+
+  private forgetId(fileid: bigint): void {
+    const k = this.recentKey.get(fileid);
+    if (k === undefined) return;
+    this.recentKey.delete(fileid);
+    this.recent.delete(k);
   }
 
   /** Rewrite the paths of everything below directory `from` to lie below `to` (a directory rename). */
   movePrefix(from: Buffer, to: Buffer): number {
+    this.forgetRecent();
     const lo = Buffer.concat([from, Buffer.from('/')]);
     const hi = Buffer.concat([from, Buffer.from('0')]);
     const rows = this.sUnder.all(this.zone, lo, hi) as { fileid: bigint; path: Buffer }[];
@@ -184,6 +229,7 @@ export class IndexStore {
 
   /** Delete everything below directory `dir` (it went away); answers the entries removed. */
   deleteUnder(dir: Buffer): number {
+    this.forgetRecent();
     const lo = Buffer.concat([dir, Buffer.from('/')]);
     const hi = Buffer.concat([dir, Buffer.from('0')]);
     const rows = this.sUnder.all(this.zone, lo, hi) as { fileid: bigint; path: Buffer }[];

@@ -22,9 +22,11 @@ export interface ScanStats {
   changes: number;
   /** Looks put off because a mutation the daemon brokers held the path or object. */
   deferred: number;
+  /** Looks (of entries) that found what the index holds without a query (see unchanged()). */
+  quick: number;
 }
 
-export const newScanStats = (): ScanStats => ({ entries: 0, hashedFiles: 0, changes: 0, deferred: 0 });
+export const newScanStats = (): ScanStats => ({ entries: 0, hashedFiles: 0, changes: 0, deferred: 0, quick: 0 });
 
 const SLICE = 256;
 /**
@@ -139,6 +141,22 @@ export async function reconcile(
   const kind = type === 'file' ? 'create' : type === 'dir' ? 'mkdir' : type === 'symlink' ? 'symlink' : 'mknod';
   j.commitObject(kind, attr, rel, { hashes, target });
   stats.changes++;
+}
+
+/**
+ * True when `reconcile(rel, st)` would journal nothing, known without a query: writes the daemon
+ * brokered are pending for the object, or the entry last put in the index at `rel` (while it still
+ * is the index's entry there and for its object) is this object with this type and mode, and for a
+ * file this size and mtime, which is what reconcile compares. Anything else takes the full look.
+ */
+export function unchanged(j: ZoneJournal, rel: Buffer, st: BigIntStats): boolean {
+  if (rel.length === 0 || skipRel(rel)) return false;
+  if (j.coalescer.has(st.ino)) return true;
+  const e = j.index.recentAt(rel);
+  if (!e || e.fileid !== st.ino) return false;
+  const type = typeOfMode(st.mode);
+  if (e.type !== type || e.mode !== Number(st.mode & 0o7777n)) return false;
+  return type !== 'file' || (e.size === st.size && e.mtimeNs === st.mtimeNs);
 }
 
 /** Tries of reconcileLater while the path stays held (20 ms apart: ~10 s). */

@@ -9,7 +9,7 @@ import type { LocalZoneFs } from '../vfs/local.js';
 import type { ChangeKind } from './changes.js';
 import type { GvDatabase } from './db.js';
 import type { NodeStore } from './nodes.js';
-import { scanZone, type ScanStats } from './scan.js';
+import { newScanStats, scanZone, type ScanStats } from './scan.js';
 import { VersionRegistry } from './versions.js';
 import { ZoneWatcher } from './watch.js';
 import { ZoneJournal } from './zone-journal.js';
@@ -86,7 +86,7 @@ export class JournalService {
       result = await scanZone(journal, root);
     }).then(() => {
       this.opts.onHashed?.(zone.name, journal.hasher.stats.blocks - hashedBefore);
-      return result ?? { entries: 0, hashedFiles: 0, changes: 0, deferred: 0 };
+      return result ?? newScanStats();
     });
     return { fs: journaled(zone, journal), journal, scanned, watcher };
   }

@@ -20,7 +20,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { reconcile, type ScanStats, newScanStats, SKIP_AT_ROOT } from './scan.js';
+import { reconcile, type ScanStats, newScanStats, SKIP_AT_ROOT, unchanged } from './scan.js';
 import type { ZoneJournal } from './zone-journal.js';
 
 /** Looks put off while the daemon's own mutation holds a path (at the debounce interval: ~20 s). */
@@ -47,75 +47,107 @@ export interface ZoneWatcherOptions {
  * chokidar re-lists the whole directory (readdir + stat of every entry) on every event in it, which
  * for a directory of n files makes creating n files O(n^2): measured with the small-file bench, its
  * process used 5.9-7 s of CPU per 1000 files created and removed (more than the daemon itself, on
- * the same cores). Here an event costs an lstat only when it may be a new or removed directory
- * ('rename'), and events are sent in batches (one IPC message per ~10 ms) as { t: 'evs', evs }.
- * A new directory is watched before it is listed, so nothing created in it meanwhile is missed.
+ * the same cores).
+ *
+ * Most of this process's CPU is waking up, not handling an event: woken for every event (a CREATE
+ * and a WRITE through NFS are two), it used ~150 µs of CPU per small file created. So once woken
+ * it naps (HOLD_MS, a blocking wait that uses no CPU) and lets events queue in the kernel; libuv
+ * then reads them all in one go and the batch goes out at the end of that loop turn (setImmediate),
+ * one IPC message. In a batch a path is listed once: 'c' when only its content or attributes
+ * changed, else (an entry was made, removed or moved: 'rename') 'a' or 'u' from one lstat at send
+ * time; a new directory found so is watched, then listed (its entries announced as 'a'), so
+ * nothing created in it meanwhile is missed. A batch is { t: 'evs', s }: per path its kind letter,
+ * its path relative to the root, and a NUL (no file name holds one).
  */
+const HOLD_MS = 25;
 const DIRS_CHILD_SOURCE = `
 const fs = require('node:fs');
 const path = require('node:path');
 const { root, skip } = JSON.parse(process.argv[1]);
 const skipSet = new Set(skip);
+const rootPre = root.endsWith(path.sep) ? root : root + path.sep;
+const join = (d, n) => (d.endsWith(path.sep) ? d + n : d + path.sep + n);
 const send = (m) => { if (process.connected) process.send(m); };
 process.on('disconnect', () => process.exit(0));
 const watchers = new Map();
-let batch = [];
-let timer = null;
-const emit = (event, p) => {
-  batch.push([event, p]);
-  if (!timer) timer = setTimeout(() => { timer = null; const evs = batch; batch = []; send({ t: 'evs', evs }); }, 10);
-};
-const skipped = (p) => {
-  const rel = path.relative(root, p);
-  return rel !== '' && skipSet.has(rel.split(path.sep)[0]);
-};
+/** This batch's paths: true once an entry was made, removed or moved there, else false. */
+let batch = new Map();
+let armed = false;
+const nap = new Int32Array(new SharedArrayBuffer(4));
+const rel = (p) => (p === root ? '' : p.slice(rootPre.length));
+/** Woken by an event: nap so that what follows queues up, then send everything read this turn. */
+function arm() {
+  if (armed) return;
+  armed = true;
+  Atomics.wait(nap, 0, 0, ${HOLD_MS});
+  setImmediate(flush);
+}
+function flush() {
+  armed = false;
+  const b = batch;
+  batch = new Map();
+  let s = '';
+  for (const [p, renamed] of b) {
+    if (!renamed) { s += 'c' + rel(p) + '\\0'; continue; }
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    if (!st) {
+      if (watchers.has(p)) unwatchUnder(p);
+      s += 'u' + rel(p) + '\\0';
+      continue;
+    }
+    s += 'a' + rel(p) + '\\0';
+    if (st.isDirectory()) s += watchDir(p, true);
+  }
+  if (s !== '') send({ t: 'evs', s });
+}
 function unwatchUnder(dir) {
   const pre = dir + path.sep;
   for (const [d, w] of watchers) if (d === dir || d.startsWith(pre)) { w.close(); watchers.delete(d); }
 }
+/** Watch \`dir\` and what is below it; answers its entries as 'a' lines when \`announce\`. */
 function watchDir(dir, announce) {
-  if (skipped(dir)) return;
+  if (dir.startsWith(rootPre) && skipSet.has(dir.slice(rootPre.length).split(path.sep)[0])) return '';
   const old = watchers.get(dir);
   if (old) {
     // Still the directory watched? One removed and made again before its events were read
     // leaves a watch on the removed one: watch the new one afresh.
     const st = fs.lstatSync(dir, { throwIfNoEntry: false });
-    if (!st || st.ino === old.ino) return;
+    if (!st || st.ino === old.ino) return '';
     unwatchUnder(dir);
   }
   const st0 = fs.lstatSync(dir, { throwIfNoEntry: false });
-  if (!st0 || !st0.isDirectory()) return;
+  if (!st0 || !st0.isDirectory()) return '';
   let w;
   try {
     w = fs.watch(dir, { persistent: true }, (ev, name) => onEvent(dir, ev, name));
   } catch (e) {
     if (e.code !== 'ENOENT' && e.code !== 'ENOTDIR') send({ t: 'error', msg: 'watch ' + dir + ': ' + String(e) });
-    return;
+    return '';
   }
   w.on('error', (e) => { unwatchUnder(dir); if (e.code !== 'ENOENT' && e.code !== 'EPERM') send({ t: 'error', msg: String(e) }); });
   w.ino = st0.ino;
   watchers.set(dir, w);
   let ents;
-  try { ents = fs.readdirSync(dir, { withFileTypes: true }); } catch { return; }
+  try { ents = fs.readdirSync(dir, { withFileTypes: true }); } catch { return ''; }
+  let s = '';
   for (const e of ents) {
-    const p = path.join(dir, e.name);
-    if (announce) emit('add', p);
-    if (e.isDirectory()) watchDir(p, announce);
+    const p = join(dir, e.name);
+    if (announce) s += 'a' + rel(p) + '\\0';
+    if (e.isDirectory()) s += watchDir(p, announce);
   }
+  return s;
 }
 function onEvent(dir, ev, name) {
-  if (name === null || name === undefined) { emit('change', dir); return; }
-  const p = path.join(dir, String(name));
-  if (skipped(p)) return;
-  if (ev === 'change') { emit('change', p); return; }
-  const st = fs.lstatSync(p, { throwIfNoEntry: false });
-  if (!st) {
-    if (watchers.has(p)) unwatchUnder(p);
-    emit('unlink', p);
-    return;
+  if (name === null || name === undefined) {
+    if (!batch.has(dir)) batch.set(dir, false);
+  } else {
+    // Only the root holds skipped names.
+    if (dir === root && skipSet.has(String(name))) return;
+    const p = join(dir, String(name));
+    if (ev !== 'change') batch.set(p, true);
+    else if (!batch.has(p)) batch.set(p, false);
   }
-  emit('add', p);
-  if (st.isDirectory()) watchDir(p, true);
+  arm();
 }
 watchDir(root, false);
 send({ t: 'ready' });
@@ -155,15 +187,34 @@ interface WatcherMessage {
   t: 'ev' | 'evs' | 'error' | 'ready' | 'closed';
   event?: string;
   p?: string;
-  /** A batch of [event, absolute path]. */
-  evs?: [string, string][];
+  /** A batch: per path its kind ('a' added, 'c' changed, 'u' gone), path relative to the root, NUL. */
+  s?: string;
   msg?: string;
+}
+
+interface Due {
+  rel: string;
+  at: number;
+  gen: number;
+}
+
+interface Look {
+  relPath: string;
+  rel: Buffer;
+  attempt: number;
 }
 
 export class ZoneWatcher {
   readonly stats: ScanStats = newScanStats();
   private child: ChildProcess | null = null;
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Per path (relative) its latest look asked for: its ask number and how often it was put off. */
+  private readonly pending = new Map<string, { gen: number; attempt: number }>();
+  /** Looks asked for, in due order: after the debounce (0), after the removal delay (1). */
+  private readonly queues: [Due[], Due[]] = [[], []];
+  private readonly heads = [0, 0];
+  private gen = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
   private readonly root: string;
   private readonly rootBuf: Buffer;
   private stopped = false;
@@ -189,8 +240,11 @@ export class ZoneWatcher {
       ready = resolve;
     });
     w.on('message', (m: WatcherMessage) => {
-      if (m.t === 'evs' && m.evs) {
-        for (const [event, p] of m.evs) this.notice(p, event === 'unlink' || event === 'unlinkDir');
+      if (m.t === 'evs' && m.s !== undefined) {
+        const s = m.s;
+        for (let i = 0, end = s.indexOf('\0'); end > i; i = end + 1, end = s.indexOf('\0', i)) {
+          this.noticeRel(s.slice(i + 1, end), s.charCodeAt(i) === 0x75 /* u */);
+        }
       } else if (m.t === 'ev' && m.p !== undefined) this.notice(m.p, m.event === 'unlink' || m.event === 'unlinkDir');
       else if (m.t === 'ready') ready();
       else if (m.t === 'error') this.opts.warn?.({ zone: this.journal.zoneName, err: m.msg }, 'zone watcher error');
@@ -212,45 +266,109 @@ export class ZoneWatcher {
 
   /** Something happened at absolute path `p` (what the watcher process reports): look at it soon. */
   notice(p: string, removal: boolean): void {
-    this.schedule(p, removal ? (this.opts.removalDelayMs ?? 250) : (this.opts.debounceMs ?? 50), 0);
+    this.noticeRel(path.relative(this.root, p), removal);
+  }
+
+  /** Something happened at `rel` (relative to the zone root): look at it soon. */
+  private noticeRel(rel: string, removal: boolean): void {
+    this.schedule(rel, removal ? 1 : 0, 0);
   }
 
   /**
-   * Reconcile `p` after `delay`. While a mutation the daemon brokers holds the path or the object
-   * found there (from before its system call until its journal task ran), what is there is the
-   * daemon's own change: looking now would journal it a second time, or journal a rename's old
-   * name as removed before the rename's own entry. Then it looks again later (bounded).
+   * Look at `rel` after the debounce (queue 0) or the removal delay (queue 1). While a mutation the
+   * daemon brokers holds the path or the object found there (from before its system call until its
+   * journal task ran), what is there is the daemon's own change: looking now would journal it a
+   * second time, or journal a rename's old name as removed before the rename's own entry. Then it
+   * looks again later (bounded).
+   *
+   * No timer per path: each queue has one delay, so its looks fall due in the order they were
+   * asked for; a newer ask for a path supersedes the older one (its entry is skipped when due).
+   * One timer for the earliest, and one journal task for all that fell due together.
    */
-  private schedule(p: string, delay: number, attempt: number): void {
+  private schedule(rel: string, queue: 0 | 1, attempt: number): void {
     if (this.stopped) return;
-    const old = this.timers.get(p);
-    if (old) clearTimeout(old);
-    const t = setTimeout(() => {
-      this.timers.delete(p);
-      if (this.stopped) return;
-      const rel = Buffer.from(path.relative(this.root, p));
-      // True when this look is put off (held) or superseded by a newer event's look.
-      const putOff = (ino?: bigint): boolean => {
-        if (this.timers.has(p) || this.stopped) return true;
-        if (!this.journal.busy(rel, ino) || attempt >= MAX_DEFERRALS) return false;
-        this.stats.deferred++;
-        this.schedule(p, this.opts.debounceMs ?? 50, attempt + 1);
-        return true;
-      };
-      if (putOff()) return;
-      void this.journal.enqueue('watch', () => {
-        if (putOff()) return undefined;
-        const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
-        if (st && putOff(st.ino)) return undefined;
-        const newDir = rel.length > 0 && !!st && st.isDirectory() && !this.journal.index.get(st.ino);
-        const done = reconcile(this.journal, this.rootBuf, rel, st, this.stats);
-        // A directory new to the journal: what was made in it before the watcher process watched
-        // it (chokidar lists a new directory before it watches it) is looked at here, parents first.
-        return newDir ? done.then(() => this.lookInside(rel, { left: LOOK_INLINE })) : done;
-      });
-    }, delay);
-    t.unref();
-    this.timers.set(p, t);
+    const gen = ++this.gen;
+    this.pending.set(rel, { gen, attempt });
+    const at = performance.now() + (queue === 1 ? (this.opts.removalDelayMs ?? 250) : (this.opts.debounceMs ?? 50));
+    this.queues[queue].push({ rel, at, gen });
+    this.arm(at);
+  }
+
+  private arm(at: number): void {
+    if (this.timer && this.timerAt <= at) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.fire(), Math.max(0, at - performance.now()));
+    this.timer.unref();
+  }
+
+  private fire(): void {
+    this.timer = null;
+    this.timerAt = Infinity;
+    if (this.stopped) return;
+    const now = performance.now();
+    const due: Look[] = [];
+    let next = Infinity;
+    for (let q = 0; q < 2; q++) {
+      const queue = this.queues[q]!;
+      let h = this.heads[q]!;
+      for (; h < queue.length && queue[h]!.at <= now; h++) {
+        const e = queue[h]!;
+        const p = this.pending.get(e.rel);
+        if (!p || p.gen !== e.gen) continue; // superseded
+        this.pending.delete(e.rel);
+        const rel = Buffer.from(e.rel);
+        if (!this.putOff(e.rel, rel, p.attempt)) due.push({ relPath: e.rel, rel, attempt: p.attempt });
+      }
+      if (h > 1024 && h * 2 > queue.length) {
+        queue.splice(0, h);
+        h = 0;
+      }
+      this.heads[q] = h;
+      if (h < queue.length) next = Math.min(next, queue[h]!.at);
+    }
+    if (next !== Infinity) this.arm(next);
+    if (due.length > 0) void this.journal.enqueue('watch', () => this.lookAll(due, 0));
+  }
+
+  /** True when this look is put off (held: asked again later) or superseded by a newer ask. */
+  private putOff(relPath: string, rel: Buffer, attempt: number, ino?: bigint): boolean {
+    if (this.pending.has(relPath) || this.stopped) return true;
+    if (!this.journal.busy(rel, ino) || attempt >= MAX_DEFERRALS) return false;
+    this.stats.deferred++;
+    this.schedule(relPath, 0, attempt + 1);
+    return true;
+  }
+
+  /** On the journal's queue: the looks from `i` on, synchronously as long as they need no I/O. */
+  private lookAll(looks: Look[], i: number): Promise<void> | undefined {
+    for (; i < looks.length; i++) {
+      const done = this.look(looks[i]!);
+      if (done) {
+        const from = i + 1;
+        return done.then(() => this.lookAll(looks, from));
+      }
+    }
+    return undefined;
+  }
+
+  /** Reconcile one path (on the journal's queue); undefined when that took no I/O but its lstat. */
+  private look({ relPath, rel, attempt }: Look): Promise<void> | undefined {
+    if (this.putOff(relPath, rel, attempt)) return undefined;
+    const abs = relPath === '' ? this.root : this.root + path.sep + relPath;
+    const st = fs.lstatSync(abs, { bigint: true, throwIfNoEntry: false });
+    if (st && this.putOff(relPath, rel, attempt, st.ino)) return undefined;
+    if (st && unchanged(this.journal, rel, st)) {
+      // Most often the daemon's own change, journaled with these very attributes.
+      this.stats.entries++;
+      this.stats.quick++;
+      return undefined;
+    }
+    const newDir = rel.length > 0 && !!st && st.isDirectory() && !this.journal.index.get(st.ino);
+    const done = reconcile(this.journal, this.rootBuf, rel, st, this.stats);
+    // A directory new to the journal: what was made in it before the watcher process watched
+    // it (chokidar lists a new directory before it watches it) is looked at here, parents first.
+    return newDir ? done.then(() => this.lookInside(rel, { left: LOOK_INLINE })) : done;
   }
 
   /**
@@ -273,7 +391,7 @@ export class ZoneWatcher {
       if (!st || this.journal.index.get(st.ino) || this.journal.busy(rel, st.ino) || this.journal.coalescer.has(st.ino)) continue;
       if (budget.left-- <= 0) {
         // A large tree: the rest in looks of their own (their parent is journaled already).
-        this.notice(Buffer.concat([this.rootBuf, SLASH, rel]).toString(), false);
+        this.noticeRel(rel.toString(), false);
         continue;
       }
       await reconcile(this.journal, this.rootBuf, rel, st, this.stats);
@@ -283,8 +401,12 @@ export class ZoneWatcher {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.pending.clear();
+    this.queues[0].length = 0;
+    this.queues[1].length = 0;
+    this.heads[0] = this.heads[1] = 0;
     const w = this.child;
     this.child = null;
     if (!w || w.exitCode !== null || w.signalCode !== null) return;

@@ -165,6 +165,7 @@ export class ZoneJournal {
     try {
       this.sCommit.run();
     } catch (err) {
+      this.index.forgetRecent(); // what the batch put is not in the index
       if (this.opts.db.sqlite.inTransaction) this.sRollback.run();
       this.opts.warn?.({ zone: this.zoneName, err: String(err), lost: notes.length }, 'journal batch failed; the next scan finds its changes');
       return;
