@@ -49,36 +49,21 @@ class MeteredZoneFs implements ZoneFs {
     this.rootId = inner.rootId;
     // Handle validation, not a client operation: not counted (as generation()).
     if (inner.generationNow) this.generationNow = (id) => inner.generationNow!(id);
-    if (inner.getattrNow) {
-      this.getattrNow = (ctx, id) => {
-        try {
-          return inner.getattrNow!(ctx, id);
-        } catch (err) {
-          this.meter.error('getattr', codeOf(err));
-          throw err;
-        }
-      };
-    }
-    if (inner.lookupNow) {
-      this.lookupNow = (ctx, dir, name) => {
-        try {
-          return inner.lookupNow!(ctx, dir, name);
-        } catch (err) {
-          this.meter.error('lookup', codeOf(err));
-          throw err;
-        }
-      };
-    }
-    if (inner.accessNow) {
-      this.accessNow = (ctx, id, mask) => {
-        try {
-          return inner.accessNow!(ctx, id, mask);
-        } catch (err) {
-          this.meter.error('access', codeOf(err));
-          throw err;
-        }
-      };
-    }
+    if (inner.getattrNow) this.getattrNow = this.counted('getattr', inner.getattrNow.bind(inner));
+    if (inner.lookupNow) this.lookupNow = this.counted('lookup', inner.lookupNow.bind(inner));
+    if (inner.accessNow) this.accessNow = this.counted('access', inner.accessNow.bind(inner));
+  }
+
+  /** `f` with its throws counted under `op` (and passed on unchanged). */
+  private counted<A extends unknown[], R>(op: string, f: (...args: A) => R): (...args: A) => R {
+    return (...args: A): R => {
+      try {
+        return f(...args);
+      } catch (err) {
+        this.meter.error(op, codeOf(err));
+        throw err;
+      }
+    };
   }
 
   /** Count a rejection under `op` and pass it on unchanged. */
