@@ -304,12 +304,9 @@ export class ZoneJournal {
     } = {},
   ): bigint {
     const prev = extra.prev ?? this.index.get(attr.fileid);
-    // A new object where an earlier one went away starts after that one's last vector, so every
-    // node orders the re-creation after the removal it may already have applied; so does an
-    // existing object given that name (a hard link made where a file was removed: rm P; ln X P).
-    const gone = this.index.tombstone(path)?.vector;
-    const base = prev ? (gone ? merge(prev.vector, gone) : prev.vector) : gone;
-    const vector = this.nextVector(base);
+    // A new object where an earlier one went away starts after it; so does an existing object
+    // given that name (a hard link made where a file was removed: rm P; ln X P).
+    const vector = this.nextVector(this.pastRemoval(path, prev?.vector));
     const hashes = attr.type === 'file' ? (extra.hashes ?? prev?.hashes ?? Buffer.alloc(0)) : null;
     const entry: IndexEntry = {
       fileid: attr.fileid, path: extra.indexPath ?? extra.toPath ?? path, type: attr.type, size: attr.size, mtimeNs: timeNs(attr.mtime),
@@ -340,18 +337,22 @@ export class ZoneJournal {
     }, { delete: entry.fileid, deleteUnder: entry.type === 'dir' ? entry.path : undefined });
   }
 
+  /**
+   * `base` moved past the last vector of what was removed at `path`, if anything was (its
+   * tombstone): an object that appears at a path comes after the removal there on every node,
+   * which may have applied that removal already or may read it back later.
+   */
+  private pastRemoval(path: Buffer, base: VersionVector | undefined): VersionVector | undefined {
+    const t = this.index.tombstone(path);
+    return t ? (base ? merge(base, t.vector) : t.vector) : base;
+  }
+
   /** Journal a move of `entry` to `to` (descendants follow for directories). */
   commitRename(entry: IndexEntry, to: Buffer, replaced?: IndexEntry): bigint {
     // After whatever was at the destination too (the object it replaced, or a removed one), so
     // the move wins over it on every node.
-    let base = entry.vector;
     const gone0 = replaced && replaced.fileid !== entry.fileid ? replaced : undefined;
-    if (gone0) base = merge(base, gone0.vector);
-    else {
-      const t = this.index.tombstone(to);
-      if (t) base = merge(base, t.vector);
-    }
-    const vector = this.nextVector(base);
+    const vector = this.nextVector(gone0 ? merge(entry.vector, gone0.vector) : this.pastRemoval(to, entry.vector));
     const moved: IndexEntry = {
       ...entry, path: to, vector, origin: this.nodeId,
     };
