@@ -92,8 +92,6 @@ export class BlockMap {
   }
 }
 
-const EMPTY = Buffer.alloc(0);
-
 /**
  * SHA-256 of a block, on the event loop. (WebCrypto's digest, used before to keep hashing off the
  * loop, copies its input on the main thread before it hops to the pool: for 1 GiB it measured
@@ -221,22 +219,21 @@ export async function assembleFile(
             continue;
           }
         }
-        // 2. Present locally: the old version of this path, then any file of the zone.
-        const candidates = localCandidates(want, old, i);
-        const any = ctx.blocks?.get(want);
-        if (any) candidates.push(any);
-        let found = false;
-        if (candidates.length > 0) local.buf ??= blockPool.take(BLOCK_SIZE);
-        const view = local.buf ? local.buf.subarray(0, len) : EMPTY;
-        for (const c of candidates) {
-          if (await readLocal(ctx, c.path, c.i, len, want, view)) {
-            found = true;
-            break;
-          }
+        // 2. Present locally: the old version of this path, then any file of the zone (the
+        // zone-wide map is looked at, and built, only when the old version does not have it).
+        let reused = false;
+        for (const c of localCandidates(want, old, i)) {
+          local.buf ??= blockPool.take(BLOCK_SIZE);
+          if ((reused = await readLocal(ctx, c.path, c.i, len, want, local.buf.subarray(0, len)))) break;
         }
-        if (found) {
+        const any = reused ? undefined : ctx.blocks?.get(want);
+        if (any) {
+          local.buf ??= blockPool.take(BLOCK_SIZE);
+          reused = await readLocal(ctx, any.path, any.i, len, want, local.buf.subarray(0, len));
+        }
+        if (reused) {
           ctx.stats.reusedBytes += len;
-          await fh.write(view, 0, len, off);
+          await fh.write(local.buf!, 0, len, off);
           continue;
         }
         // 3. From the peer.
