@@ -18,6 +18,15 @@ afterEach(async () => {
   lab = null;
 });
 
+/** A new lab with these nodes, started. */
+async function started(...names: string[]): Promise<LabNode[]> {
+  lab = new ReplicaLab();
+  const nodes: LabNode[] = [];
+  for (const n of names) nodes.push(await lab.add(n));
+  lab.startAll();
+  return nodes;
+}
+
 const same = (a: LabNode, b: LabNode): boolean => {
   const ta = treeOf(a.zoneDir);
   const tb = treeOf(b.zoneDir);
@@ -36,10 +45,7 @@ async function converged(nodes: LabNode[], ms = 20_000): Promise<void> {
 
 describe('replication: content and metadata', () => {
   it('a write on A reaches B with identical bytes, mode and mtime; vectors and origins kept', async () => {
-    lab = new ReplicaLab();
-    const a = await lab.add('a');
-    const b = await lab.add('b');
-    lab.startAll();
+    const [a, b] = await started('a', 'b');
     const big = Buffer.alloc(3 * 1024 * 1024 + 123);
     for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 12)) & 0xff;
     await mkdir(a, 'docs');
@@ -75,10 +81,7 @@ describe('replication: content and metadata', () => {
   }, 60_000);
 
   it('reads its own changes back from a member\'s journal without asking for their entries', async () => {
-    lab = new ReplicaLab();
-    const a = await lab.add('a');
-    const b = await lab.add('b');
-    lab.startAll();
+    const [a, b] = await started('a', 'b');
     for (let i = 0; i < 40; i++) await writeFile(a, `f${i}.txt`, `content ${i}\n`);
     await converged([a, b]);
     // A took B's journal (B journaled the 40 files it pulled, with A's vectors) up to B's version...
@@ -95,10 +98,7 @@ describe('replication: content and metadata', () => {
   });
 
   it('a directory moved over the name of a removed one keeps its contents on every node (rm -r E; mv D E)', async () => {
-    lab = new ReplicaLab();
-    const a = await lab.add('a');
-    const b = await lab.add('b');
-    lab.startAll();
+    const [a, b] = await started('a', 'b');
     await mkdir(a, 'D');
     await writeFile(a, 'D/p', 'D/p original\n');
     await writeFile(a, 'D/q', 'D/q original\n');
@@ -125,19 +125,16 @@ describe('replication: content and metadata', () => {
   });
 
   it('a hard link made where a file was removed reaches a node that still has the removed file (rm P; ln X P)', async () => {
-    lab = new ReplicaLab();
-    const a = await lab.add('a');
-    const b = await lab.add('b');
-    lab.startAll();
+    const [a, b] = await started('a', 'b');
     await writeFile(a, 'X', 'the linked file\n');
     // P's vector climbs well above X's.
     for (let i = 0; i < 12; i++) await writeFile(a, 'P', `P version ${i}\n`);
     await converged([a, b]);
-    lab.setLink('a', 'b', false);
+    lab!.setLink('a', 'b', false);
     await remove(a, 'P');
     await a.att.fs.link(ROOT_CTX, await idOf(a, 'X'), a.local.rootId, Buffer.from('P'));
     await a.att.journal.settled();
-    lab.setLink('a', 'b', true);
+    lab!.setLink('a', 'b', true);
     await converged([a, b]);
     for (const n of [a, b]) expect(fs.readFileSync(path.join(n.zoneDir, 'P'), 'utf8')).toBe('the linked file\n');
     expect(fs.statSync(path.join(b.zoneDir, 'P')).ino).toBe(fs.statSync(path.join(b.zoneDir, 'X')).ino);
@@ -200,10 +197,7 @@ describe('replication: content and metadata', () => {
   }, 180_000);
 
   it('hard links arrive as hard links', async () => {
-    lab = new ReplicaLab();
-    const a = await lab.add('a');
-    const b = await lab.add('b');
-    lab.startAll();
+    const [a, b] = await started('a', 'b');
     await writeFile(a, 'orig', 'linked content');
     await a.att.fs.link(ROOT_CTX, await idOf(a, 'orig'), a.local.rootId, Buffer.from('second'));
     await a.att.journal.idle();
@@ -216,18 +210,15 @@ describe('replication: content and metadata', () => {
   }, 60_000);
 
   it('a removed directory that holds content the remover did not know of stays (modify beats delete)', async () => {
-    lab = new ReplicaLab();
-    const a = await lab.add('a');
-    const c = await lab.add('c');
-    lab.startAll();
+    const [a, c] = await started('a', 'c');
     await mkdir(a, 'd');
     await writeFile(a, 'd/old', 'known to both');
     await converged([a, c]);
-    lab.setLink('a', 'c', false);
+    lab!.setLink('a', 'c', false);
     await remove(a, 'd/old');
     await remove(a, 'd');
     await writeFile(c, 'd/new', 'added on c meanwhile');
-    lab.setLink('a', 'c', true);
+    lab!.setLink('a', 'c', true);
     await converged([a, c]);
     for (const n of [a, c]) {
       expect(fs.readdirSync(path.join(n.zoneDir, 'd'))).toEqual(['new']);
@@ -242,10 +233,7 @@ describe('replication: content and metadata', () => {
   }, 60_000);
 
   it('removes and recreations propagate; a re-created file is after the delete everywhere', async () => {
-    lab = new ReplicaLab();
-    const a = await lab.add('a');
-    const b = await lab.add('b');
-    lab.startAll();
+    const [a, b] = await started('a', 'b');
     await writeFile(a, 'f', 'one');
     await converged([a, b]);
     await remove(a, 'f');
