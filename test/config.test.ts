@@ -49,7 +49,7 @@ describe('config loading', () => {
     expect(c.node).toEqual({ name: 'a', stateDir: path.join(tmp, 'state'), logLevel: 'info' });
     expect(c.nfs).toEqual({
       listen: '127.0.0.1', port: 2049, mountPort: 20048, portmap: 'auto', maxRecordSize: null,
-      requirePrivilegedPort: false, squash: 'none', anonUid: 65534, anonGid: 65534,
+      requirePrivilegedPort: false, busyPollUs: 50, squash: 'none', anonUid: 65534, anonGid: 65534,
     });
     expect(c.zones.map((z) => [z.name, z.path, z.quotaBytes])).toEqual([
       ['tier-1', '/tmp/x/tier-1', 512 * 2 ** 30],
@@ -77,7 +77,7 @@ describe('config loading', () => {
   });
 
   it('unknown keys are refused with their key path', () => {
-    expect(configError('[nfs]\nprot = 1\n').message).toBe(`${FILE}: nfs.prot: unknown key (allowed here: listen, port, mount_port, portmap, max_record_size, require_privileged_port, squash, anon_uid, anon_gid)`);
+    expect(configError('[nfs]\nprot = 1\n').message).toBe(`${FILE}: nfs.prot: unknown key (allowed here: listen, port, mount_port, portmap, max_record_size, require_privileged_port, busy_poll_us, squash, anon_uid, anon_gid)`);
     expect(configError('[zones.a]\npath = "/x"\nqouta = "1G"\n').message).toMatch(/zones\.a\.qouta: unknown key \(allowed here: path, quota, allow, dataset, consistency\)/);
     expect(configError('[nodes]\nname = "x"\n').message).toMatch(/: nodes: unknown key/);
   });
@@ -124,6 +124,15 @@ describe('config loading', () => {
     expect(configError('[nfs]\nport = 70000\n').message).toBe(`${FILE}: nfs.port: port out of range (0-65535)`);
     expect(configError('[nfs]\nmount_port = -1\n').message).toBe(`${FILE}: nfs.mount_port: port out of range (0-65535)`);
     expect(configError('[nfs]\nport = "2049"\n').message).toMatch(/nfs\.port: .*expected number/);
+  });
+
+  it('busy_poll_us: 0 to 1000 microseconds, whole numbers only; 50 when absent', () => {
+    expect(parseConfigText('[nfs]\nbusy_poll_us = 0\n', FILE).nfs.busyPollUs).toBe(0);
+    expect(parseConfigText('[nfs]\nbusy_poll_us = 200\n', FILE).nfs.busyPollUs).toBe(200);
+    expect(parseConfigText('[nfs]\n', FILE).nfs.busyPollUs).toBe(50);
+    expect(configError('[nfs]\nbusy_poll_us = 5000\n').message).toBe(`${FILE}: nfs.busy_poll_us: must be 0 (off) to 1000`);
+    expect(configError('[nfs]\nbusy_poll_us = -1\n').message).toBe(`${FILE}: nfs.busy_poll_us: must be 0 (off) to 1000`);
+    expect(configError('[nfs]\nbusy_poll_us = 2.5\n').message).toBe(`${FILE}: nfs.busy_poll_us: must be a whole number`);
   });
 
   it('bad enums, listen address and TOML syntax are refused', () => {

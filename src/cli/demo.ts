@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { DEFAULTS } from '../config/load.js';
 import type { Config, PortmapMode } from '../config/types.js';
 import { parseCidr } from '../util/cidr.js';
 import { firstFreeTcpPort, isRoot, tcpPortFree } from '../util/ports.js';
@@ -29,6 +30,7 @@ export function demoConfig(dir: string, opts: { nfsPort: number; mountPort: numb
       portmap: opts.portmap,
       maxRecordSize: null,
       requirePrivilegedPort: false,
+      busyPollUs: DEFAULTS.busyPollUs,
       squash: 'none',
       anonUid: 65534,
       anonGid: 65534,

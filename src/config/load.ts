@@ -20,6 +20,7 @@ export const DEFAULTS = {
   port: 2049,
   mountPort: 20048,
   anonId: 65534,
+  busyPollUs: 50,
 };
 /** `[replication]` defaults (listen: the [nfs] listen address). */
 export const REPLICATION_DEFAULTS = {
@@ -233,6 +234,7 @@ function buildConfig(raw: RawConfig, file: string): Config {
       portmap: nfs.portmap ?? 'auto',
       maxRecordSize,
       requirePrivilegedPort: nfs.require_privileged_port ?? false,
+      busyPollUs: nfs.busy_poll_us ?? DEFAULTS.busyPollUs,
       squash: nfs.squash ?? 'none',
       anonUid: nfs.anon_uid ?? DEFAULTS.anonId,
       anonGid: nfs.anon_gid ?? DEFAULTS.anonId,

@@ -24,6 +24,7 @@ export const nfsSchema = z.strictObject({
   portmap: z.enum(['auto', 'on', 'off']).optional(),
   max_record_size: z.union([z.number(), z.string()]).optional(),
   require_privileged_port: z.boolean().optional(),
+  busy_poll_us: z.number().int('must be a whole number').min(0, 'must be 0 (off) to 1000').max(1000, 'must be 0 (off) to 1000').optional(),
   squash: z.enum(['none', 'root', 'all']).optional(),
   anon_uid: id32.optional(),
   anon_gid: id32.optional(),

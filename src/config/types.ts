@@ -91,6 +91,8 @@ export interface NfsConfig {
   portmap: PortmapMode;
   maxRecordSize: number | null;
   requirePrivilegedPort: boolean;
+  /** Microseconds a connection is polled after a reply while nothing is in flight (0: off). */
+  busyPollUs: number;
   squash: SquashMode;
   anonUid: number;
   anonGid: number;

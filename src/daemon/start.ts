@@ -176,6 +176,7 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
       pool,
       maxRecordSize: config.nfs.maxRecordSize ?? undefined,
       requirePrivilegedPort: config.nfs.requirePrivilegedPort,
+      busyPollUs: config.nfs.busyPollUs,
       onError: (err, where) => log.warn({ err: err instanceof Error ? err.stack : String(err), where }, 'rpc error'),
     };
     const host = config.nfs.listen;

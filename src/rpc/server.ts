@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import net from 'node:net';
 import { GvError } from '../errors.js';
 import {
@@ -5,6 +6,7 @@ import {
   decodeCall, progMismatch, rpcMismatch, type RpcCall,
 } from './message.js';
 import type { BufferPool } from '../util/buffer-pool.js';
+import { BusyPoller } from './busy-poll.js';
 import { RecordDecoder, recordMark } from './record.js';
 
 export interface ConnInfo {
@@ -48,6 +50,12 @@ export interface RpcServerOptions {
   /** Refuse calls from source ports >= 1024 (AUTH_TOOWEAK). */
   requirePrivilegedPort?: boolean;
   idleTimeoutMs?: number;
+  /**
+   * Busy polling: after a reply, when no call is in flight on any connection, keep reading that
+   * connection for up to this many microseconds before going back to the event loop (0: off).
+   * See `BusyPoller`.
+   */
+  busyPollUs?: number;
   onError?: (err: unknown, where: string) => void;
 }
 
@@ -55,6 +63,10 @@ export interface RpcStats {
   calls: number;
   garbage: number;
   droppedConnections: number;
+  /** Busy polls run, polls that found a call, and microseconds spent polling. */
+  polls: number;
+  pollHits: number;
+  pollUs: number;
 }
 
 /** ONC RPC over TCP: record marking, dispatch by program/version, replies matched by xid. */
@@ -69,7 +81,7 @@ export class RpcServer {
   private drainWaiters: (() => void)[] = [];
   /** close() was called: no new connections, no new calls on open ones. */
   private closing = false;
-  readonly stats: RpcStats = { calls: 0, garbage: 0, droppedConnections: 0 };
+  readonly stats: RpcStats = { calls: 0, garbage: 0, droppedConnections: 0, polls: 0, pollHits: 0, pollUs: 0 };
   private readonly opts: Required<Omit<RpcServerOptions, 'onError' | 'pool'>> & Pick<RpcServerOptions, 'onError' | 'pool'>;
 
   constructor(opts: RpcServerOptions = {}) {
@@ -80,6 +92,7 @@ export class RpcServer {
       maxInFlightBytes: opts.maxInFlightBytes ?? 256 << 20,
       requirePrivilegedPort: opts.requirePrivilegedPort ?? false,
       idleTimeoutMs: opts.idleTimeoutMs ?? 15 * 60_000,
+      busyPollUs: Math.max(0, Math.min(1000, Math.floor(opts.busyPollUs ?? 0))),
       onError: opts.onError,
       pool: opts.pool,
     };
@@ -177,6 +190,17 @@ export class RpcServer {
     };
     sock.on('drain', resumeIfIdle);
     sock.on('close', () => this.starved.delete(resumeIfIdle));
+    const fd = this.opts.busyPollUs > 0 ? BusyPoller.fdOf(sock) : undefined;
+    const poller = fd === undefined ? undefined : new BusyPoller(fd, this.opts.busyPollUs, {
+      readTarget: () => decoder.readTarget(),
+      filled: (n) => decoder.filled(n),
+      mayPoll: () => this.inFlightTotal === 0 && !paused && !ended && !sock.destroyed && !this.closing && sock.writableLength === 0,
+      fail: (err) => {
+        this.stats.droppedConnections++;
+        this.opts.onError?.(err, 'record');
+        sock.destroy();
+      },
+    }, this.stats);
     onRecord = (record, releaseRecord) => {
       const size = record.length;
       inFlight++;
@@ -210,6 +234,7 @@ export class RpcServer {
           sock.pause();
         }
         done();
+        poller?.poll();
       };
       let out: Outcome | Promise<Outcome>;
       try {
