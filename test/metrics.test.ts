@@ -151,6 +151,10 @@ describe('metrics endpoint', () => {
     expect(sample(text, 'gv_rpc_dropped_connections_total', { listener: 'nfs' })).toBe(1);
     expect(sample(text, 'gv_rpc_open_connections', { listener: 'nfs' })).toBe(1);
     expect(sample(text, 'gv_rpc_garbage_total', { listener: 'mount' })).toBe(0);
+    // busy polling is on by default: replies with nothing else in flight were followed by a poll
+    expect(sample(text, 'gv_rpc_busy_polls_total', { listener: 'nfs' })).toBeGreaterThanOrEqual(1);
+    expect(sample(text, 'gv_rpc_busy_poll_hits_total', { listener: 'nfs' })).toBeDefined();
+    expect(sample(text, 'gv_rpc_busy_poll_seconds_total', { listener: 'nfs' })).toBeGreaterThan(0);
     expect(sample(text, 'process_resident_memory_bytes')).toBeGreaterThan(0);
   });
 

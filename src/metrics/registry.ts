@@ -28,7 +28,11 @@ export interface ZoneUsage {
 
 /** What the metrics read from an RPC listener (RpcServer fits). */
 export interface RpcListenerSource {
-  readonly stats: { readonly garbage: number; readonly droppedConnections: number; readonly calls: number };
+  readonly stats: {
+    readonly garbage: number; readonly droppedConnections: number; readonly calls: number;
+    /** Busy polls after replies (src/rpc/busy-poll.ts), those that found a call, and time spent polling. */
+    readonly polls?: number; readonly pollHits?: number; readonly pollUs?: number;
+  };
   readonly connectionCount: number;
 }
 
@@ -185,6 +189,27 @@ export class GvMetrics {
       labelNames: ['listener'],
       registers,
       collect: fromListeners((s) => s.stats.droppedConnections),
+    });
+    new Counter({
+      name: 'gv_rpc_busy_polls_total',
+      help: 'Reads of a connection right after a reply, with nothing in flight ([nfs] busy_poll_us)',
+      labelNames: ['listener'],
+      registers,
+      collect: fromListeners((s) => s.stats.polls ?? 0),
+    });
+    new Counter({
+      name: 'gv_rpc_busy_poll_hits_total',
+      help: 'Busy polls that found the next call (answered without waking the event loop)',
+      labelNames: ['listener'],
+      registers,
+      collect: fromListeners((s) => s.stats.pollHits ?? 0),
+    });
+    new Counter({
+      name: 'gv_rpc_busy_poll_seconds_total',
+      help: 'CPU time spent in busy polls (including the calls they answered)',
+      labelNames: ['listener'],
+      registers,
+      collect: fromListeners((s) => (s.stats.pollUs ?? 0) / 1e6),
     });
     new Gauge({
       name: 'gv_rpc_open_connections',
