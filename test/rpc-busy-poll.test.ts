@@ -4,21 +4,29 @@
  * server stops reading while a call runs, so bytes the client sends meanwhile wait in the kernel
  * until the reply is written, and the poll that follows the reply is what finds them.
  */
+import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeCall } from '../src/rpc/message.js';
 import { RpcServer, type ProcResult, type RpcProgram } from '../src/rpc/server.js';
+import { BufferPool } from '../src/util/buffer-pool.js';
 import { XdrWriter } from '../src/xdr/writer.js';
 
 const PROG = 0x20000456;
 
-/** proc 1: add one (synchronous); proc 2: wait for the test to release it, then add one. */
+const digest32 = (b: Uint8Array): number => createHash('sha256').update(b).digest().readUInt32BE(0);
+
+/**
+ * proc 1: add one (synchronous); proc 2: wait for the test to release it, then add one;
+ * proc 3: an opaque argument, answered with the first 32 bits of its SHA-256 (synchronous).
+ */
 function program(gates: (() => void)[], started: () => void): RpcProgram {
   return {
     prog: PROG,
     low: 1,
     high: 1,
     handle(call): ProcResult | Promise<ProcResult> {
+      if (call.proc === 3) return new XdrWriter().u32(digest32(call.args.opaque(1 << 20))).bytes();
       const v = call.args.u32();
       const out = new XdrWriter().u32(v + 1).bytes();
       if (call.proc === 1) return out;
@@ -28,8 +36,9 @@ function program(gates: (() => void)[], started: () => void): RpcProgram {
   };
 }
 
-function record(xid: number, proc: number, value: number): Buffer {
-  const m = encodeCall(xid, PROG, 1, proc, new XdrWriter().u32(value).bytes());
+function record(xid: number, proc: number, value: number | Buffer): Buffer {
+  const args = typeof value === 'number' ? new XdrWriter().u32(value).bytes() : new XdrWriter().opaque(value).bytes();
+  const m = encodeCall(xid, PROG, 1, proc, args);
   return Buffer.concat([new XdrWriter().u32((0x80000000 | m.length) >>> 0).bytes(), m]);
 }
 
@@ -73,10 +82,10 @@ describe('RpcServer busy polling', () => {
     for (const c of cleanup.splice(0).reverse()) await c();
   });
 
-  async function setup(opts: { busyPollUs: number; maxInFlight?: number }) {
+  async function setup(opts: { busyPollUs: number; maxInFlight?: number; pool?: BufferPool }) {
     const gates: (() => void)[] = [];
     let startedCount = 0;
-    const server = new RpcServer({ busyPollUs: opts.busyPollUs, maxInFlight: opts.maxInFlight ?? 1 });
+    const server = new RpcServer({ busyPollUs: opts.busyPollUs, maxInFlight: opts.maxInFlight ?? 1, pool: opts.pool });
     server.register(program(gates, () => startedCount++));
     const port = await server.listen(0, '127.0.0.1');
     cleanup.push(() => server.close(1000));
@@ -120,6 +129,39 @@ describe('RpcServer busy polling', () => {
     client.sock.write(second.subarray(30)); // the rest comes through the event loop's read
     await client.until(3);
     expect(client.replies).toEqual([[1, 2], [2, 101], [3, 201]]);
+  });
+
+  it('a large record received in place, partly by a poll and partly by the event loop, arrives intact', async () => {
+    // The first bytes of the record land in the scratch buffer, the rest straight in a pooled
+    // record buffer at a growing offset: the event loop's next read must continue where the poll
+    // stopped (a stale read target would overwrite the start of the record or scramble it).
+    const { server, client, waitStarted, release } = await setup({ busyPollUs: 1000, pool: new BufferPool((1 << 20) + 65536, 4) });
+    const payload = Buffer.alloc(600_000);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 7 + (i >> 9)) & 0xff;
+    const big = record(2, 3, payload);
+    client.sock.write(record(1, 2, 1));
+    await waitStarted(1);
+    client.sock.write(big.subarray(0, 200_000));
+    await new Promise((r) => setTimeout(r, 30));
+    await release();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(server.stats.pollHits).toBeGreaterThanOrEqual(1);
+    client.sock.write(big.subarray(200_000));
+    await client.until(2);
+    expect(client.replies).toEqual([[1, 2], [2, digest32(payload)]]);
+  });
+
+  it('calls answered while a read is still being parsed do not poll into that read', async () => {
+    // 3,000 pipelined calls (~190 KB) are more than one 64 KiB read: each is answered
+    // synchronously while its read is parsed, and the poll it asks for waits until the decoder is
+    // done with that read (polling from inside it would overwrite the bytes not yet parsed).
+    const { client } = await setup({ busyPollUs: 1000, maxInFlight: 64 });
+    const calls: Buffer[] = [];
+    for (let i = 0; i < 3000; i++) calls.push(record(1000 + i, 1, i * 3));
+    client.sock.write(Buffer.concat(calls));
+    await client.until(3000);
+    expect(client.replies.length).toBe(3000);
+    expect(client.replies.every(([xid, v], i) => xid === 1000 + i && v === i * 3 + 1)).toBe(true);
   });
 
   it('a client that sends its last call and closes: answered, then the connection closes', async () => {

@@ -27,6 +27,13 @@ export interface PollSink {
   mayPoll(): boolean;
   /** The records were bad: drop the connection. */
   fail(err: unknown): void;
+  /**
+   * The poll is over: point the event loop's next read at `readTarget()` again. The socket reads
+   * into a buffer the decoder handed out after its previous read; reads made here moved the
+   * decoder on (a large record is received in place, at an offset that grows), so that buffer is
+   * stale — reading into it would overwrite bytes already received.
+   */
+  resync(): void;
 }
 
 export interface PollStats {
@@ -114,6 +121,7 @@ export class BusyPoller {
         if (now >= deadline) break;
       }
     } finally {
+      this.sink.resync();
       this.polling = false;
       this.stats.polls++;
       this.stats.pollUs += Number(now - start) / 1000;

@@ -150,16 +150,40 @@ export class RpcServer {
     // what it does with a record is set below, once the connection's state exists.
     let onRecord: (record: Buffer, release?: () => void) => void = () => {};
     const decoder = new RecordDecoder(this.opts.maxRecordSize, (record, release) => onRecord(record, release), 1024, this.opts.pool);
+    // Calls answered synchronously while the decoder works through a read must not poll from
+    // inside it (the poll would read into the buffer it is still parsing): the poll they ask for
+    // runs once the decoder is done with that read.
+    let decoding = false;
+    let pollWanted = false;
+    let poller: BusyPoller | undefined;
+    const decode = (n: number) => {
+      decoding = true;
+      try {
+        decoder.filled(n);
+      } finally {
+        decoding = false;
+      }
+    };
+    const pollSoon = () => {
+      if (decoding) pollWanted = true;
+      else if (poller !== undefined) {
+        pollWanted = false;
+        poller.poll();
+        pollWanted = false;
+      }
+    };
     const sock = adoptWithUserBuffer(accepted, () => decoder.readTarget(), (n) => {
       // Closing: calls not yet received are not started (the client retries them elsewhere).
       if (this.closing) return;
       try {
-        decoder.filled(n);
+        decode(n);
       } catch (err) {
         this.stats.droppedConnections++;
         this.opts.onError?.(err, 'record');
         sock.destroy();
+        return;
       }
+      if (pollWanted) pollSoon();
     });
     this.sockets.add(sock);
     sock.setNoDelay(true);
@@ -189,15 +213,20 @@ export class RpcServer {
     };
     sock.on('drain', resumeIfIdle);
     sock.on('close', () => this.starved.delete(resumeIfIdle));
-    const fd = this.opts.busyPollUs > 0 ? BusyPoller.fdOf(sock) : undefined;
-    const poller = fd === undefined ? undefined : new BusyPoller(fd, this.opts.busyPollUs, {
+    // Polling needs the user-buffer socket: the poll reads where the event loop's read would have.
+    const fd = this.opts.busyPollUs > 0 && sock !== accepted ? BusyPoller.fdOf(sock) : undefined;
+    poller = fd === undefined ? undefined : new BusyPoller(fd, this.opts.busyPollUs, {
       readTarget: () => decoder.readTarget(),
-      filled: (n) => decoder.filled(n),
+      filled: decode,
       mayPoll: () => this.inFlightTotal === 0 && !paused && !ended && !sock.destroyed && !this.closing && sock.writableLength === 0,
       fail: (err) => {
         this.stats.droppedConnections++;
         this.opts.onError?.(err, 'record');
         sock.destroy();
+      },
+      resync: () => {
+        const handle = (sock as unknown as { _handle?: { useUserBuffer?: (b: Buffer) => void } | null })._handle;
+        if (!sock.destroyed && typeof handle?.useUserBuffer === 'function') handle.useUserBuffer(decoder.readTarget());
       },
     }, this.stats);
     onRecord = (record, releaseRecord) => {
@@ -233,7 +262,7 @@ export class RpcServer {
           sock.pause();
         }
         done();
-        poller?.poll();
+        if (poller !== undefined) pollSoon();
       };
       let out: Outcome | Promise<Outcome>;
       try {
