@@ -100,7 +100,7 @@ describe('RpcServer busy polling', () => {
       for (let i = 0; i < 500 && gates.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
       gates.shift()!();
     };
-    return { server, client, port, waitStarted, release };
+    return { server, client, port, gates, waitStarted, release };
   }
 
   it('a call waiting in the socket when a reply goes out is read and answered by the poll', async () => {
@@ -147,6 +147,26 @@ describe('RpcServer busy polling', () => {
     await new Promise((r) => setTimeout(r, 30));
     expect(server.stats.pollHits).toBeGreaterThanOrEqual(1);
     client.sock.write(big.subarray(200_000));
+    await client.until(2);
+    expect(client.replies).toEqual([[1, 2], [2, digest32(payload)]]);
+  });
+
+  it('no poll while the socket reads a large record in place (its next read would land at a stale offset)', async () => {
+    const pool = new BufferPool((1 << 20) + 65536, 4);
+    const { client, gates, waitStarted } = await setup({ busyPollUs: 1000, maxInFlight: 8, pool });
+    const payload = Buffer.alloc(700_000);
+    for (let i = 0; i < payload.length; i++) payload[i] = (i * 13 + (i >> 11)) & 0xff;
+    const big = record(2, 3, payload);
+    client.sock.write(record(1, 2, 1)); // held
+    await waitStarted(1);
+    client.sock.write(big.subarray(0, 150_000)); // read by the event loop, the tail in place
+    await new Promise((r) => setTimeout(r, 30));
+    // Same tick: more of the record reaches the kernel, and the held call answers; the poll after
+    // its reply runs before the event loop could read those bytes.
+    client.sock.write(big.subarray(150_000, 400_000));
+    gates.shift()!();
+    await new Promise((r) => setTimeout(r, 30));
+    client.sock.write(big.subarray(400_000));
     await client.until(2);
     expect(client.replies).toEqual([[1, 2], [2, digest32(payload)]]);
   });

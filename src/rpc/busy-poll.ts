@@ -19,7 +19,7 @@ import fs from 'node:fs';
 
 /** What the poller feeds: the connection's record decoder and its state. */
 export interface PollSink {
-  /** Where the next read should land. */
+  /** Where the poll's next read should land. */
   readTarget(): Buffer;
   /** `n` bytes were read into it (may answer calls, synchronously). Throws on a bad record. */
   filled(n: number): void;
@@ -27,13 +27,6 @@ export interface PollSink {
   mayPoll(): boolean;
   /** The records were bad: drop the connection. */
   fail(err: unknown): void;
-  /**
-   * The poll is over: point the event loop's next read at `readTarget()` again. The socket reads
-   * into a buffer the decoder handed out after its previous read; reads made here moved the
-   * decoder on (a large record is received in place, at an offset that grows), so that buffer is
-   * stale — reading into it would overwrite bytes already received.
-   */
-  resync(): void;
 }
 
 export interface PollStats {
@@ -121,7 +114,6 @@ export class BusyPoller {
         if (now >= deadline) break;
       }
     } finally {
-      this.sink.resync();
       this.polling = false;
       this.stats.polls++;
       this.stats.pollUs += Number(now - start) / 1000;

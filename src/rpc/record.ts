@@ -63,6 +63,35 @@ export class RecordDecoder {
     return this.scratch;
   }
 
+  /**
+   * Whether the buffer the last readTarget() handed out is the current record's own. The socket
+   * reads into the buffer handed out after its previous read, so while this is true nothing else
+   * may move the decoder on (the socket's next read would land at a stale offset of the record).
+   */
+  get readingInPlace(): boolean {
+    return this.inPlace;
+  }
+
+  /**
+   * A buffer for a read made outside the socket's own reads (a busy poll): the scratch buffer,
+   * whose bytes `filledScratch` copies out. Does not change what readTarget() handed out.
+   */
+  scratchTarget(): Buffer {
+    this.scratch ??= Buffer.allocUnsafeSlow(SCRATCH_SIZE);
+    return this.scratch;
+  }
+
+  /** `n` bytes were read into scratchTarget(). Only while !readingInPlace. */
+  filledScratch(n: number): void {
+    if (this.inPlace) throw new GvError('PROTOCOL', 'scratch read while the socket reads in place');
+    this.transient = true;
+    try {
+      this.push(this.scratch!.subarray(0, n));
+    } finally {
+      this.transient = false;
+    }
+  }
+
   /** `n` bytes were read into the buffer the last readTarget() returned. */
   filled(n: number): void {
     if (this.inPlace) {

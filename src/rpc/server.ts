@@ -213,20 +213,28 @@ export class RpcServer {
     };
     sock.on('drain', resumeIfIdle);
     sock.on('close', () => this.starved.delete(resumeIfIdle));
-    // Polling needs the user-buffer socket: the poll reads where the event loop's read would have.
+    // Polls read into the decoder's scratch buffer, and only while the socket's own next read is
+    // to land there too: when the socket reads a large record in place, its buffer is that
+    // record's at the offset reached, and a poll moving the record on would make it stale. (The
+    // socket's buffer can only be changed by the buffer generator after each of its reads:
+    // handle.useUserBuffer pushes a new stream listener per call, a leak.)
     const fd = this.opts.busyPollUs > 0 && sock !== accepted ? BusyPoller.fdOf(sock) : undefined;
     poller = fd === undefined ? undefined : new BusyPoller(fd, this.opts.busyPollUs, {
-      readTarget: () => decoder.readTarget(),
-      filled: decode,
-      mayPoll: () => this.inFlightTotal === 0 && !paused && !ended && !sock.destroyed && !this.closing && sock.writableLength === 0,
+      readTarget: () => decoder.scratchTarget(),
+      filled: (n) => {
+        decoding = true;
+        try {
+          decoder.filledScratch(n);
+        } finally {
+          decoding = false;
+        }
+      },
+      mayPoll: () => this.inFlightTotal === 0 && !paused && !ended && !sock.destroyed && !this.closing
+        && sock.writableLength === 0 && !decoder.readingInPlace,
       fail: (err) => {
         this.stats.droppedConnections++;
         this.opts.onError?.(err, 'record');
         sock.destroy();
-      },
-      resync: () => {
-        const handle = (sock as unknown as { _handle?: { useUserBuffer?: (b: Buffer) => void } | null })._handle;
-        if (!sock.destroyed && typeof handle?.useUserBuffer === 'function') handle.useUserBuffer(decoder.readTarget());
       },
     }, this.stats);
     onRecord = (record, releaseRecord) => {
