@@ -10,6 +10,9 @@ import fs from 'node:fs';
  * like the synchronous lstat calls the backend already makes. Closing is idempotent here, so a
  * descriptor number is never closed twice (it may belong to another file by then).
  */
+/** Files up to this size are closed synchronously when they still have a name (closeSoon). */
+const QUICK_CLOSE_MAX = 1 << 20;
+
 export class LocalFile {
   private closed = false;
 
@@ -42,6 +45,34 @@ export class LocalFile {
 
   truncate(length: number): Promise<void> {
     return new Promise((resolve, reject) => fs.ftruncate(this.fd, length, (err) => (err ? reject(err) : resolve())));
+  }
+
+  /**
+   * Close without waiting for it. When the file still has a name and is small, close(2) only drops
+   * a reference and returns in a microsecond or two: done synchronously, which spares a threadpool
+   * round trip (two thread wake-ups) per evicted descriptor. Otherwise (the last close of a removed
+   * file frees its blocks; a large file may start writeback) it runs on the threadpool.
+   */
+  closeSoon(): void {
+    if (this.closed) return;
+    let quick = false;
+    try {
+      const st = fs.fstatSync(this.fd);
+      quick = st.nlink > 0 && st.size <= QUICK_CLOSE_MAX;
+    } catch {
+      quick = false;
+    }
+    if (!quick) {
+      void this.close().catch(() => undefined);
+      return;
+    }
+    this.closed = true;
+    try {
+      fs.closeSync(this.fd);
+    } catch {
+      // EIO from a delayed write error is reported here and nowhere else; the data path (COMMIT's
+      // fsync) is where a client learns of it.
+    }
   }
 
   /** Close once; later calls resolve at once. */

@@ -80,7 +80,7 @@ export class FdCache {
   /** Keep a handle the caller just opened (e.g. by CREATE) for the next READ/WRITE. */
   adopt(id: bigint, file: OpenedFile): void {
     if (this.closed) {
-      void file.fh.close().catch(() => undefined);
+      file.fh.closeSoon();
       return;
     }
     const old = this.slots.get(id);
@@ -143,7 +143,7 @@ export class FdCache {
         released = true;
         slot.refs--;
         slot.lastUsed = Date.now();
-        if (slot.dead && slot.refs === 0) void file.fh.close().catch(() => undefined);
+        if (slot.dead && slot.refs === 0) file.fh.closeSoon();
       },
     };
   }
@@ -153,7 +153,7 @@ export class FdCache {
     if (slot.dead) return;
     slot.dead = true;
     // A slot still opening is closed by the release of the lease its opener gets.
-    if (slot.refs === 0 && slot.file) void slot.file.fh.close().catch(() => undefined);
+    if (slot.refs === 0 && slot.file) slot.file.fh.closeSoon();
   }
 
   private trim(): void {

@@ -405,7 +405,7 @@ export class LocalZoneFs implements ZoneFs {
       await fh.close().catch(() => undefined);
       throw new GvError('ESTALE', 'file replaced while opening');
     }
-    return { fh, writable: false, release: () => void fh.close().catch(() => undefined) };
+    return { fh, writable: false, release: () => fh.closeSoon() };
   }
 
   /** fstat a leased file; a file unlinked behind our back is stale. */
