@@ -43,17 +43,27 @@ async function tree(host: string, dir = ''): Promise<Map<string, string>> {
 const same = (a: Map<string, string>, b: Map<string, string>): boolean =>
   a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
 
-/** Wait until every host has the same tree under `dir`; answers it. */
+/**
+ * Wait until every host has the same tree under `dir`, and the same in two reads in a row; answers
+ * it. (A tree is read file by file while pulls land, so a read can mix states: during a conflict,
+ * the directory listed before the loser was moved aside and the winner's content read after it
+ * landed, on every host at once, looks converged for a few milliseconds.)
+ */
 async function converged(dir: string, ms = 60_000): Promise<Map<string, string>> {
   let last: Map<string, string>[] = [];
+  let before: Map<string, string> | undefined;
   try {
     await waitFor(`hosts converge on ${dir || '/'}`, async () => {
       try {
         last = await Promise.all(HOSTS.map((h) => tree(h, dir)));
       } catch {
+        before = undefined;
         return undefined; // not there yet on some host
       }
-      return last.every((t) => same(t, last[0]!)) ? true : undefined;
+      const now = last.every((t) => same(t, last[0]!)) ? last[0]! : undefined;
+      const stable = now !== undefined && before !== undefined && same(now, before);
+      before = now;
+      return stable ? true : undefined;
     }, ms, 250);
   } catch (err) {
     const show = last.map((t, i) => `${HOSTS[i]}: ${[...t.keys()].join(' ')}`).join('\n');
@@ -145,6 +155,11 @@ describe.skipIf(SKIP !== null)('replication across three hosts', () => {
     } finally {
       c.heal('c');
     }
+    // Both edits are kept: wait for the conflict copy to be everywhere (a lost edit never gets one).
+    await waitFor('a conflict copy on every host', async () => {
+      const trees = await Promise.all(HOSTS.map((h) => tree(h, 'conflict').catch(() => new Map<string, string>())));
+      return trees.every((t) => [...t.keys()].some((k) => k.includes('.gv-conflict-'))) ? true : undefined;
+    }, 60_000, 250);
     const t = await converged('conflict');
     expect(t.get('conflict/notes.txt')).toBe('edited on C, later\n');
     const copies = [...t.keys()].filter((k) => k.includes('.gv-conflict-'));

@@ -192,7 +192,9 @@ export async function startDaemon(config: Config, overrides: DaemonOverrides = {
     const wantMount = overrides.mountPort ?? config.nfs.mountPort;
     let mountPort = nfsPort;
     let mountUdpOk = false;
-    const mountServer = new RpcServer(rpcOpts);
+    // No busy polling on the MOUNT listener: its calls are rare, and "nothing in flight" is
+    // judged per listener, so a poll there could hold up NFS calls on the other one.
+    const mountServer = new RpcServer({ ...rpcOpts, busyPollUs: 0 });
     mountServer.register(mount);
     mountServer.register(nfs);
     closers.push(() => mountServer.close(4000));

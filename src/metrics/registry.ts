@@ -199,7 +199,7 @@ export class GvMetrics {
     });
     new Counter({
       name: 'gv_rpc_busy_poll_hits_total',
-      help: 'Busy polls that found the next call (answered without waking the event loop)',
+      help: 'Busy polls that read something (the next call, or part of it) without waking the event loop',
       labelNames: ['listener'],
       registers,
       collect: fromListeners((s) => s.stats.pollHits ?? 0),

@@ -21,8 +21,11 @@ import fs from 'node:fs';
 export interface PollSink {
   /** Where the poll's next read should land. */
   readTarget(): Buffer;
-  /** `n` bytes were read into it (may answer calls, synchronously). Throws on a bad record. */
-  filled(n: number): void;
+  /**
+   * `n` bytes were read into it (may answer calls, synchronously). Answers how many calls they
+   * completed (a partial record: 0). Throws on a bad record.
+   */
+  filled(n: number): number;
   /** Whether polling may go on (nothing in flight anywhere, the connection usable). */
   mayPoll(): boolean;
   /** The records were bad: drop the connection. */
@@ -98,9 +101,9 @@ export class BusyPoller {
         if (n === 0) break; // end of stream: the event loop's read sees it too
         if (n > 0) {
           hit = true;
-          this.stats.pollHits++;
+          let calls: number;
           try {
-            this.sink.filled(n);
+            calls = this.sink.filled(n);
           } catch (err) {
             this.sink.fail(err);
             break;
@@ -108,7 +111,9 @@ export class BusyPoller {
           if (!this.sink.mayPoll()) break;
           now = process.hrtime.bigint();
           if (now >= sessionEnd) break;
-          deadline = now + this.windowNs;
+          // Only a complete call opens a new window: a client trickling one record byte by byte
+          // is waited for no longer than one window.
+          if (calls > 0) deadline = now + this.windowNs;
           continue;
         }
         if (now >= deadline) break;
@@ -118,7 +123,10 @@ export class BusyPoller {
       this.stats.polls++;
       this.stats.pollUs += Number(now - start) / 1000;
     }
-    if (hit) this.misses = 0;
+    if (hit) {
+      this.stats.pollHits++;
+      this.misses = 0;
+    }
     else if (++this.misses >= MISSES_BEFORE_BACKOFF) {
       this.misses = 0;
       this.skip = BACKOFF_REPLIES;

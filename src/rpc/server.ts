@@ -156,6 +156,8 @@ export class RpcServer {
     let decoding = false;
     let pollWanted = false;
     let poller: BusyPoller | undefined;
+    /** Records received on this connection (a poll tells complete calls from partial reads). */
+    let records = 0;
     const decode = (n: number) => {
       decoding = true;
       try {
@@ -222,12 +224,14 @@ export class RpcServer {
     poller = fd === undefined ? undefined : new BusyPoller(fd, this.opts.busyPollUs, {
       readTarget: () => decoder.scratchTarget(),
       filled: (n) => {
+        const before = records;
         decoding = true;
         try {
           decoder.filledScratch(n);
         } finally {
           decoding = false;
         }
+        return records - before;
       },
       mayPoll: () => this.inFlightTotal === 0 && !paused && !ended && !sock.destroyed && !this.closing
         && sock.writableLength === 0 && !decoder.readingInPlace,
@@ -238,6 +242,7 @@ export class RpcServer {
       },
     }, this.stats);
     onRecord = (record, releaseRecord) => {
+      records++;
       const size = record.length;
       inFlight++;
       this.inFlightTotal++;

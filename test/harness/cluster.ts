@@ -213,7 +213,7 @@ function makeNfs(client: Nfs3Client, root: Buffer): ClusterNfs {
 /** Start the cluster; on failure everything made so far is removed before the error is thrown. */
 export async function startCluster(opts: StartClusterOptions): Promise<TestCluster> {
   ensureBuilt();
-  const cluster = await startGvCluster({ prefix: 'gvt', ...opts });
+  const cluster = await startGvCluster({ prefix: 'gvt', ...opts, keepDir: opts.keepDir ?? process.env.GV_TEST_KEEP === '1', logLevel: opts.logLevel ?? process.env.GV_TEST_LOG_LEVEL });
   const zones = (opts.zones ?? ['tier-1']).map(zoneName);
   const forwards = new Map<string, Promise<{ nfs: Forward; mount: Forward }>>();
   const clients = new Set<ClusterNfs>();
