@@ -227,6 +227,21 @@ describe('RpcServer busy polling', () => {
     expect(server.stats.pollHits).toBe(0);
   });
 
+  it('no polling while several connections send calls (a poll would hold up the others)', async () => {
+    const { server, client, port } = await setup({ busyPollUs: 1000, maxInFlight: 8 });
+    const other = await Raw.connect(port);
+    cleanup.push(() => void other.sock.destroy());
+    for (let i = 0; i < 20; i++) {
+      // Both calls reach the server together: each follows a call from the other connection.
+      client.sock.write(record(100 + i, 1, i));
+      other.sock.write(record(200 + i, 1, i));
+      await Promise.all([client.until(i + 1), other.until(i + 1)]);
+    }
+    expect(client.replies.length + other.replies.length).toBe(40);
+    // At most the very first call could poll (no other connection had called yet).
+    expect(server.stats.polls).toBeLessThanOrEqual(1);
+  });
+
   it('busyPollUs 0: no polling at all', async () => {
     const { server, client, waitStarted, release } = await setup({ busyPollUs: 0 });
     client.sock.write(record(1, 2, 1));

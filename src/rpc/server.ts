@@ -75,6 +75,9 @@ export class RpcServer {
   private readonly servers: net.Server[] = [];
   private inFlightTotal = 0;
   private inFlightBytes = 0;
+  /** Busy polling: the connection the last call came from, and when calls last changed connection. */
+  private lastCallConn: object | null = null;
+  private connSwitchNs = 0n;
   /** Connections paused because the global byte budget was exhausted. */
   private readonly starved = new Set<() => void>();
   private drainWaiters: (() => void)[] = [];
@@ -95,6 +98,15 @@ export class RpcServer {
       onError: opts.onError,
       pool: opts.pool,
     };
+  }
+
+  /**
+   * Whether `conn` has been the only connection sending calls for the last millisecond. Polling one
+   * connection holds up the others (their calls wait in the kernel), so with several clients
+   * active the event loop serves whoever calls instead.
+   */
+  private onlyCaller(conn: object): boolean {
+    return this.lastCallConn === conn && process.hrtime.bigint() - this.connSwitchNs > 1_000_000n;
   }
 
   register(p: RpcProgram): void {
@@ -234,6 +246,7 @@ export class RpcServer {
         return records - before;
       },
       mayPoll: () => this.inFlightTotal === 0 && !paused && !ended && !sock.destroyed && !this.closing
+        && this.onlyCaller(conn)
         && sock.writableLength === 0 && !decoder.readingInPlace,
       fail: (err) => {
         this.stats.droppedConnections++;
@@ -243,6 +256,10 @@ export class RpcServer {
     }, this.stats);
     onRecord = (record, releaseRecord) => {
       records++;
+      if (this.lastCallConn !== conn && poller !== undefined) {
+        this.lastCallConn = conn;
+        this.connSwitchNs = process.hrtime.bigint();
+      }
       const size = record.length;
       inFlight++;
       this.inFlightTotal++;
