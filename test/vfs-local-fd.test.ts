@@ -6,14 +6,18 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LocalFile } from '../src/vfs/local-fd.js';
+import { FdCache } from '../src/vfs/local-fdcache.js';
 
 let dir: string;
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gv-localfd-'));
 });
-afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+afterEach(() => {
+  vi.restoreAllMocks();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
 
 const isOpen = (fd: number): boolean => {
   try {
@@ -44,19 +48,25 @@ describe('LocalFile.closeSoon', () => {
     expect(isOpen(f.fd)).toBe(false);
   });
 
-  it('closes a removed file on the threadpool (still open right after the call, closed later)', async () => {
+  it('closes a removed file on the threadpool (the last close frees its blocks)', async () => {
     const f = openFile('gone', 4096);
     fs.unlinkSync(path.join(dir, 'gone'));
+    const sync = vi.spyOn(fs, 'closeSync');
+    const async = vi.spyOn(fs, 'close');
     f.closeSoon();
-    expect(isOpen(f.fd)).toBe(true);
+    expect(sync).not.toHaveBeenCalled();
+    expect(async).toHaveBeenCalledWith(f.fd, expect.any(Function));
     await settle();
     expect(isOpen(f.fd)).toBe(false);
   });
 
   it('closes a file over 1 MiB on the threadpool', async () => {
     const f = openFile('large', (1 << 20) + 1);
+    const sync = vi.spyOn(fs, 'closeSync');
+    const async = vi.spyOn(fs, 'close');
     f.closeSoon();
-    expect(isOpen(f.fd)).toBe(true);
+    expect(sync).not.toHaveBeenCalled();
+    expect(async).toHaveBeenCalledWith(f.fd, expect.any(Function));
     await settle();
     expect(isOpen(f.fd)).toBe(false);
   });
@@ -70,5 +80,34 @@ describe('LocalFile.closeSoon', () => {
     await f.close();
     expect(isOpen(g.fd)).toBe(true);
     g.closeSoon();
+  });
+});
+
+describe('FdCache', () => {
+  const opener = (name: string) => async () => ({ fh: openFile(name, 100), writable: true });
+
+  it('a descriptor it has just opened is never closed by its own trim before the lease is handed out', async () => {
+    const cache = new FdCache({ max: 1 });
+    const held = await cache.acquire(1n, false, opener('one'));
+    // The cache is full of a descriptor in use: opening a second one trims, and the only slot
+    // it may retire is the new one, which this acquire is about to hand out.
+    const second = await cache.acquire(2n, false, opener('two'));
+    expect(isOpen(second.fh.fd)).toBe(true);
+    expect(fs.fstatSync(second.fh.fd).size).toBe(100);
+    second.release();
+    held.release();
+    await cache.closeAll();
+  });
+
+  it('a slot retired while leased is closed when its last lease goes', async () => {
+    const cache = new FdCache({ max: 1 });
+    const a = await cache.acquire(1n, false, opener('a'));
+    const b = await cache.acquire(2n, false, opener('b')); // over max, both in use: both kept
+    a.release();
+    cache.invalidate(2n); // retired while b still uses it
+    expect(isOpen(b.fh.fd)).toBe(true);
+    b.release();
+    expect(isOpen(b.fh.fd)).toBe(false); // small file with a name: closed at once
+    await cache.closeAll();
   });
 });

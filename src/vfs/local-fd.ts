@@ -59,7 +59,12 @@ export class LocalFile {
     try {
       const st = fs.fstatSync(this.fd);
       quick = st.nlink > 0 && st.size <= QUICK_CLOSE_MAX;
-    } catch {
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EBADF') {
+        // Not open (closed elsewhere): its number may be another file's by now; never close it.
+        this.closed = true;
+        return;
+      }
       quick = false;
     }
     if (!quick) {

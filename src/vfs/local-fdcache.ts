@@ -60,21 +60,44 @@ export class FdCache {
 
   async acquire(id: bigint, write: boolean, open: Opener): Promise<FdLease> {
     if (this.closed) throw new Error('fd cache closed');
+    // A slot is pinned (refs) from the moment this call picks it, not only once its lease is
+    // made: otherwise a trim run meanwhile (this call's own, or another's while this one awaits
+    // the open) could retire it and close the descriptor the lease is about to hand out.
     let slot = this.slots.get(id);
     if (slot && !slot.dead) {
-      const file = slot.file ?? (await this.settle(slot));
-      if (!write || file.writable) return this.lease(slot, file);
+      slot.refs++;
+      let file: OpenedFile;
+      try {
+        file = slot.file ?? (await this.settle(slot));
+      } catch (err) {
+        this.unpin(slot);
+        throw err;
+      }
+      if (!write || file.writable) return this.lease(slot, file, true);
       // Cached read-only; a writer needs a new handle (which may fail with EACCES/EROFS).
+      this.unpin(slot);
       this.retire(slot);
     }
-    slot = { id, refs: 0, lastUsed: Date.now(), dead: false };
+    slot = { id, refs: 1, lastUsed: Date.now(), dead: false };
     slot.pending = open(true);
     this.slots.set(id, slot);
     this.ensureTimer();
-    const file = await this.settle(slot);
+    let file: OpenedFile;
+    try {
+      file = await this.settle(slot);
+    } catch (err) {
+      slot.refs--;
+      throw err;
+    }
     this.opened++;
     this.trim();
-    return this.lease(slot, file);
+    return this.lease(slot, file, true);
+  }
+
+  /** Drop a pin taken without a lease; a slot retired meanwhile is closed by its last user. */
+  private unpin(slot: Slot): void {
+    slot.refs--;
+    if (slot.dead && slot.refs === 0 && slot.file) slot.file.fh.closeSoon();
   }
 
   /** Keep a handle the caller just opened (e.g. by CREATE) for the next READ/WRITE. */
@@ -126,8 +149,9 @@ export class FdCache {
     }
   }
 
-  private lease(slot: Slot, file: OpenedFile): FdLease {
-    slot.refs++;
+  /** A lease on `slot`; `pinned`: the caller already counted itself in `refs`. */
+  private lease(slot: Slot, file: OpenedFile, pinned = false): FdLease {
+    if (!pinned) slot.refs++;
     slot.lastUsed = Date.now();
     if (!slot.dead && this.slots.get(slot.id) === slot) {
       // Move to the most recently used end.
