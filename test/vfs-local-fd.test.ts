@@ -48,20 +48,12 @@ describe('LocalFile.closeSoon', () => {
     expect(isOpen(f.fd)).toBe(false);
   });
 
-  it('closes a removed file on the threadpool (the last close frees its blocks)', async () => {
-    const f = openFile('gone', 4096);
-    fs.unlinkSync(path.join(dir, 'gone'));
-    const sync = vi.spyOn(fs, 'closeSync');
-    const async = vi.spyOn(fs, 'close');
-    f.closeSoon();
-    expect(sync).not.toHaveBeenCalled();
-    expect(async).toHaveBeenCalledWith(f.fd, expect.any(Function));
-    await settle();
-    expect(isOpen(f.fd)).toBe(false);
-  });
-
-  it('closes a file over 1 MiB on the threadpool', async () => {
-    const f = openFile('large', (1 << 20) + 1);
+  it.each([
+    ['a removed file (its last close frees the blocks)', 'gone', 4096, true],
+    ['a file over 1 MiB', 'large', (1 << 20) + 1, false],
+  ] as const)('closes %s on the threadpool', async (_what, name, size, remove) => {
+    const f = openFile(name, size);
+    if (remove) fs.unlinkSync(path.join(dir, name));
     const sync = vi.spyOn(fs, 'closeSync');
     const async = vi.spyOn(fs, 'close');
     f.closeSoon();
