@@ -31,7 +31,7 @@ export interface RpcListenerSource {
   readonly stats: {
     readonly garbage: number; readonly droppedConnections: number; readonly calls: number;
     /** Busy polls after replies (src/rpc/busy-poll.ts), those that found a call, and time spent polling. */
-    readonly polls?: number; readonly pollHits?: number; readonly pollUs?: number;
+    readonly polls: number; readonly pollHits: number; readonly pollUs: number;
   };
   readonly connectionCount: number;
 }
@@ -195,21 +195,21 @@ export class GvMetrics {
       help: 'Reads of a connection right after a reply, with nothing in flight ([nfs] busy_poll_us)',
       labelNames: ['listener'],
       registers,
-      collect: fromListeners((s) => s.stats.polls ?? 0),
+      collect: fromListeners((s) => s.stats.polls),
     });
     new Counter({
       name: 'gv_rpc_busy_poll_hits_total',
       help: 'Busy polls that read something (the next call, or part of it) without waking the event loop',
       labelNames: ['listener'],
       registers,
-      collect: fromListeners((s) => s.stats.pollHits ?? 0),
+      collect: fromListeners((s) => s.stats.pollHits),
     });
     new Counter({
       name: 'gv_rpc_busy_poll_seconds_total',
       help: 'CPU time spent in busy polls (including the calls they answered)',
       labelNames: ['listener'],
       registers,
-      collect: fromListeners((s) => (s.stats.pollUs ?? 0) / 1e6),
+      collect: fromListeners((s) => s.stats.pollUs / 1e6),
     });
     new Gauge({
       name: 'gv_rpc_open_connections',

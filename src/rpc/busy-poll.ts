@@ -126,8 +126,7 @@ export class BusyPoller {
     if (hit) {
       this.stats.pollHits++;
       this.misses = 0;
-    }
-    else if (++this.misses >= MISSES_BEFORE_BACKOFF) {
+    } else if (++this.misses >= MISSES_BEFORE_BACKOFF) {
       this.misses = 0;
       this.skip = BACKOFF_REPLIES;
     }

@@ -170,31 +170,39 @@ export class RpcServer {
     let poller: BusyPoller | undefined;
     /** Records received on this connection (a poll tells complete calls from partial reads). */
     let records = 0;
-    const decode = (n: number) => {
+    /** Feed the decoder (`decoder.filled` or `filledScratch`); answers the records it completed. */
+    const decode = (feed: () => void): number => {
+      const before = records;
       decoding = true;
       try {
-        decoder.filled(n);
+        feed();
       } finally {
         decoding = false;
       }
+      return records - before;
     };
     const pollSoon = () => {
-      if (decoding) pollWanted = true;
-      else if (poller !== undefined) {
-        pollWanted = false;
-        poller.poll();
-        pollWanted = false;
+      if (poller === undefined) return;
+      if (decoding) {
+        pollWanted = true;
+        return;
       }
+      poller.poll();
+      pollWanted = false;
+    };
+    /** Bad record marking: close the connection. */
+    const drop = (err: unknown) => {
+      this.stats.droppedConnections++;
+      this.opts.onError?.(err, 'record');
+      sock.destroy();
     };
     const sock = adoptWithUserBuffer(accepted, () => decoder.readTarget(), (n) => {
       // Closing: calls not yet received are not started (the client retries them elsewhere).
       if (this.closing) return;
       try {
-        decode(n);
+        decode(() => decoder.filled(n));
       } catch (err) {
-        this.stats.droppedConnections++;
-        this.opts.onError?.(err, 'record');
-        sock.destroy();
+        drop(err);
         return;
       }
       if (pollWanted) pollSoon();
@@ -235,24 +243,11 @@ export class RpcServer {
     const fd = this.opts.busyPollUs > 0 && sock !== accepted ? BusyPoller.fdOf(sock) : undefined;
     poller = fd === undefined ? undefined : new BusyPoller(fd, this.opts.busyPollUs, {
       readTarget: () => decoder.scratchTarget(),
-      filled: (n) => {
-        const before = records;
-        decoding = true;
-        try {
-          decoder.filledScratch(n);
-        } finally {
-          decoding = false;
-        }
-        return records - before;
-      },
+      filled: (n) => decode(() => decoder.filledScratch(n)),
       mayPoll: () => this.inFlightTotal === 0 && !paused && !ended && !sock.destroyed && !this.closing
         && this.onlyCaller(conn)
         && sock.writableLength === 0 && !decoder.readingInPlace,
-      fail: (err) => {
-        this.stats.droppedConnections++;
-        this.opts.onError?.(err, 'record');
-        sock.destroy();
-      },
+      fail: drop,
     }, this.stats);
     onRecord = (record, releaseRecord) => {
       records++;
@@ -292,7 +287,7 @@ export class RpcServer {
           sock.pause();
         }
         done();
-        if (poller !== undefined) pollSoon();
+        pollSoon();
       };
       let out: Outcome | Promise<Outcome>;
       try {
@@ -318,9 +313,7 @@ export class RpcServer {
       try {
         decoder.push(chunk);
       } catch (err) {
-        this.stats.droppedConnections++;
-        this.opts.onError?.(err, 'record');
-        sock.destroy();
+        drop(err);
       }
     });
     sock.on('error', () => sock.destroy());

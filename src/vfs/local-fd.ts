@@ -1,5 +1,8 @@
 import fs from 'node:fs';
 
+/** Files up to this size are closed synchronously when they still have a name (closeSoon). */
+const QUICK_CLOSE_MAX = 1 << 20;
+
 /**
  * An open file of the local backend: a raw descriptor, opened synchronously, with the few
  * asynchronous operations the backend needs (large reads and writes, fsync, truncate, close).
@@ -10,9 +13,6 @@ import fs from 'node:fs';
  * like the synchronous lstat calls the backend already makes. Closing is idempotent here, so a
  * descriptor number is never closed twice (it may belong to another file by then).
  */
-/** Files up to this size are closed synchronously when they still have a name (closeSoon). */
-const QUICK_CLOSE_MAX = 1 << 20;
-
 export class LocalFile {
   private closed = false;
 
@@ -65,7 +65,6 @@ export class LocalFile {
         this.closed = true;
         return;
       }
-      quick = false;
     }
     if (!quick) {
       void this.close().catch(() => undefined);

@@ -73,7 +73,7 @@ export class FdCache {
         this.unpin(slot);
         throw err;
       }
-      if (!write || file.writable) return this.lease(slot, file, true);
+      if (!write || file.writable) return this.lease(slot, file);
       // Cached read-only; a writer needs a new handle (which may fail with EACCES/EROFS).
       this.unpin(slot);
       this.retire(slot);
@@ -91,7 +91,7 @@ export class FdCache {
     }
     this.opened++;
     this.trim();
-    return this.lease(slot, file, true);
+    return this.lease(slot, file);
   }
 
   /** Drop a pin taken without a lease; a slot retired meanwhile is closed by its last user. */
@@ -149,9 +149,8 @@ export class FdCache {
     }
   }
 
-  /** A lease on `slot`; `pinned`: the caller already counted itself in `refs`. */
-  private lease(slot: Slot, file: OpenedFile, pinned = false): FdLease {
-    if (!pinned) slot.refs++;
+  /** A lease on `slot`, which the caller already pinned (counted itself in `refs`). */
+  private lease(slot: Slot, file: OpenedFile): FdLease {
     slot.lastUsed = Date.now();
     if (!slot.dead && this.slots.get(slot.id) === slot) {
       // Move to the most recently used end.
