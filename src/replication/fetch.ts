@@ -11,6 +11,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { GvError } from '../errors.js';
 import { blockPool } from '../util/block-pool.js';
+import { DirectWriter } from '../util/direct-io.js';
 import { blockCount, digestAt, DIGEST_SIZE, hashBuffer } from '../journal/hasher.js';
 import type { IndexEntry } from '../journal/index-store.js';
 import type { ZoneJournal } from '../journal/zone-journal.js';
@@ -188,8 +189,21 @@ export async function assembleFile(
     return tmp;
   }
   const fh = await fsp.open(tmp, O_RDWR | O_CREAT | O_NOFOLLOW, 0o600);
+  // Files of a block or more: their blocks go to the disk directly (see direct-io.ts); the file
+  // is fsynced below all the same (its size and extents).
+  let direct: DirectWriter | null = null;
   try {
+    if (size >= BLOCK_SIZE) direct = await DirectWriter.open(tmp, dir, BLOCK_SIZE);
     const have = Number((await fh.stat()).size);
+    // A short last block written directly is padded: the file is cut to its size at the end.
+    let padded = false;
+    const put = async (b: Buffer, len: number, off: number): Promise<void> => {
+      if (direct && (await direct.write(b, len, off))) {
+        padded ||= len % BLOCK_SIZE !== 0;
+        return;
+      }
+      await fh.write(b, 0, len, off);
+    };
     let next = 0;
     const worker = async (): Promise<void> => {
       // Only for blocks taken from this disk (resumed or reused); fetched blocks come in their own.
@@ -233,7 +247,7 @@ export async function assembleFile(
         }
         if (reused) {
           ctx.stats.reusedBytes += len;
-          await fh.write(local.buf!, 0, len, off);
+          await put(local.buf!, len, off);
           continue;
         }
         // 3. From the peer.
@@ -245,12 +259,12 @@ export async function assembleFile(
           if (got.length !== len || !sha(got).equals(want)) {
             throw new GvError('EIO', `block ${i} of ${e.path.toString()} does not match its hash`, { mismatch: true });
           }
-          await fh.write(got, 0, len, off);
+          await put(got, len, off);
         } finally {
           ctx.source.recycle?.(got);
         }
         written += len;
-        if (written - flushedAt >= WRITEBACK_EVERY && !flushing) {
+        if (written - flushedAt >= WRITEBACK_EVERY && !flushing && !direct) {
           // Early writeback, one at a time, not awaited here: overlaps the disk with the network.
           flushedAt = written;
           flushing = fh.datasync().catch(() => undefined).finally(() => {
@@ -267,10 +281,11 @@ export async function assembleFile(
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     await flushing;
     if (failed) throw failed.reason;
-    if (have !== size) await fh.truncate(size);
+    if (have !== size || padded) await fh.truncate(size);
     await finish(fh);
     await fh.sync();
   } finally {
+    await direct?.close().catch(() => undefined);
     await fh.close();
   }
   return tmp;
