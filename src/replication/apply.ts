@@ -805,6 +805,9 @@ export class ZoneApplier {
       } else {
         // Mode, owner and mtime were set on the temp file when it was assembled.
         fs.renameSync(pl.tmp, abs);
+        // Gone from the staging area: nothing for place() to clean up (an rmSync of a missing
+        // name cost it an lstat and an exception per file).
+        pl.tmp = undefined;
       }
     } else if (r.type === 'dir') {
       const st = fs.lstatSync(abs, { throwIfNoEntry: false });
