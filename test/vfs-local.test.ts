@@ -1,7 +1,8 @@
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { GvError } from '../src/errors.js';
 import { GvDatabase } from '../src/journal/db.js';
 import { checkSetattr, grantedAccess } from '../src/vfs/access.js';
@@ -695,6 +696,52 @@ describe('readdir', () => {
     expect(pageEnd(l, 1, 2)).toBe(4); // the run alone exceeds the page → whole run
     expect(pageEnd(l, 0, 4)).toBe(4);
     expect(pageEnd(l, 4, 10)).toBe(5);
+  });
+
+  it('learns ids page by page: a listing is not lstat\'ed whole, every entry has its inode, a name gone by then is left out', async () => {
+    const d = await z.mkdir(ROOT, z.rootId, b('lazy'), {});
+    const dirPath = path.join(zoneDir, 'lazy');
+    for (let i = 0; i < 300; i++) fs.writeFileSync(path.join(dirPath, `f${i}`), String(i));
+    const before = z.stats.listingStats;
+    const first = await page(d.id, 0n, 52);
+    // Only the names of the page served were looked up (not the 300 of the directory).
+    expect(z.stats.listingStats - before).toBe(50);
+    for (const withAttrs of [false, true]) {
+      let cookie = 0n;
+      const seen = new Map<string, bigint>();
+      for (let guard = 0; guard < 50; guard++) {
+        const p = await page(d.id, cookie, 40, COOKIE_VERIFIER, withAttrs);
+        for (const e of p.entries) {
+          if (e.name.toString().startsWith('.')) continue;
+          seen.set(e.name.toString(), e.id);
+          if (withAttrs) expect(e.attr?.fileid).toBe(e.id);
+        }
+        if (p.eof) break;
+        cookie = p.entries[p.entries.length - 1]!.cookie;
+      }
+      expect(seen.size).toBe(300);
+      for (const [n, id] of seen) expect(id).toBe(fs.statSync(path.join(dirPath, n), { bigint: true }).ino);
+    }
+    expect(first.entries.length).toBe(52);
+    // A name readdir reports but that is gone when its page is served: never served with fileid 0.
+    const ghost = path.join(zoneDir, 'ghosts');
+    const g = await z.mkdir(ROOT, z.rootId, b('ghosts'), {});
+    fs.writeFileSync(path.join(ghost, 'real'), 'r');
+    const spy = vi.spyOn(fsp, 'readdir').mockImplementationOnce((async () => [Buffer.from('real'), Buffer.from('ghost')]) as never);
+    const builds = z.stats.listingBuilds;
+    try {
+      // One listing (the spy answers once): READDIR then READDIRPLUS pages of it.
+      for (const withAttrs of [false, true]) {
+        const p = await page(g.id, 0n, 10, COOKIE_VERIFIER, withAttrs);
+        const names = p.entries.map((e) => e.name.toString());
+        expect(names).toContain('real');
+        expect(names).not.toContain('ghost');
+        expect(p.entries.every((e) => e.id !== 0n)).toBe(true);
+      }
+      expect(z.stats.listingBuilds).toBe(builds + 1);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('lists a fresh directory after changes made out of band', async () => {

@@ -1,14 +1,11 @@
-import type { Attr } from './types.js';
-
 /** One directory's entries sorted by (cookie, name); built once per directory change. */
 export interface Listing {
   /** Change signature of the directory when it was read (mtime, ctime, size, nlink). */
   key: string;
   cookies: bigint[];
   names: Buffer[];
+  /** 0n: not looked up yet (see LocalZoneFs.readListing). */
   ids: bigint[];
-  /** Attributes seen while building (only trusted in the call that built the listing). */
-  attrs: (Attr | undefined)[];
   /** Names (latin1 keys) changed through this backend since the build: not trusted as hints. */
   dirty?: Set<string>;
 }
@@ -23,19 +20,17 @@ export interface RawEntry {
   cookie: bigint;
   name: Buffer;
   id: bigint;
-  attr?: Attr;
 }
 
 export function buildListing(key: string, raw: RawEntry[]): Listing {
   raw.sort((a, b) => (a.cookie < b.cookie ? -1 : a.cookie > b.cookie ? 1 : Buffer.compare(a.name, b.name)));
   const n = raw.length;
-  const l: Listing = { key, cookies: new Array(n), names: new Array(n), ids: new Array(n), attrs: new Array(n) };
+  const l: Listing = { key, cookies: new Array(n), names: new Array(n), ids: new Array(n) };
   for (let i = 0; i < n; i++) {
     const e = raw[i]!;
     l.cookies[i] = e.cookie;
     l.names[i] = e.name;
     l.ids[i] = e.id;
-    l.attrs[i] = e.attr;
   }
   return l;
 }
