@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DIRECT_ALIGN, DirectWriter, resetDirectIo } from '../src/util/direct-io.js';
 
 const MiB = 1024 * 1024;
@@ -72,5 +73,52 @@ describe('DirectWriter (O_DIRECT block writes)', () => {
     } finally {
       fs.rmSync(d, { recursive: true, force: true });
     }
+  });
+
+  it('a filesystem that refuses O_DIRECT at open is remembered: no writer for any file on it', async () => {
+    const file = path.join(dir, 'f');
+    fs.writeFileSync(file, '');
+    const O_DIRECT = (fs.constants as Record<string, number | undefined>)['O_DIRECT'];
+    if (O_DIRECT === undefined) return;
+    const einval = Object.assign(new Error('EINVAL: invalid argument, open'), { code: 'EINVAL' });
+    const real = fsp.open;
+    const spy = vi.spyOn(fsp, 'open').mockImplementation(((p: string, flags: number, mode?: number) =>
+      (typeof flags === 'number' && (flags & O_DIRECT) !== 0 ? Promise.reject(einval) : real(p, flags, mode))) as typeof fsp.open);
+    try {
+      expect(await DirectWriter.open(file, dir, MiB)).toBeNull();
+      expect(spy).toHaveBeenCalledTimes(1);
+    } finally {
+      spy.mockRestore();
+    }
+    // Remembered: not even tried again on this filesystem.
+    const again = vi.spyOn(fsp, 'open');
+    try {
+      expect(await DirectWriter.open(file, dir, MiB)).toBeNull();
+      expect(again).not.toHaveBeenCalled();
+    } finally {
+      again.mockRestore();
+    }
+  });
+
+  it('no aligned offset found (the probe refuses every one): the write answers false, writes nothing, and later files skip O_DIRECT', async () => {
+    const file = path.join(dir, 'f');
+    fs.writeFileSync(file, '');
+    const w = await DirectWriter.open(file, dir, MiB);
+    if (!w) return;
+    const einval = Object.assign(new Error('EINVAL: invalid argument, write'), { code: 'EINVAL' });
+    const spy = vi.spyOn(fs, 'writeSync').mockImplementation(() => {
+      throw einval;
+    });
+    try {
+      expect(await w.write(randomBytes(MiB), MiB, 0)).toBe(false);
+      // The probe tried every 16-byte step of the 4 KiB slack.
+      expect(spy).toHaveBeenCalledTimes(DIRECT_ALIGN / 16);
+    } finally {
+      spy.mockRestore();
+      await w.close();
+    }
+    expect(fs.statSync(file).size).toBe(0);
+    expect(fs.readdirSync(dir)).toEqual(['f']); // the probe file is gone
+    expect(await DirectWriter.open(file, dir, MiB)).toBeNull();
   });
 });
