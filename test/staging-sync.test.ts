@@ -51,4 +51,16 @@ describe('syncFileSystem and its helper shell', () => {
     fs.mkdirSync(nl);
     expect(await syncFileSystem(nl)).toBe(true);
   });
+
+  it.runIf(linux)('a request that hangs past the time limit stops the shell: it and the ones behind it answer null', async () => {
+    // Each request takes 2 s here (the sleep outlives the shell by that much at most); the limit is 150 ms.
+    const h = new SyncHelper({ timeoutMs: 150, script: 'while IFS= read -r d; do sleep 2; echo 0; done' });
+    try {
+      const got = await Promise.all([h.sync(dir), h.sync(dir)]);
+      // Answered '0' only if the limit did not stop the shell.
+      expect(got).toEqual([null, null]);
+    } finally {
+      h.close();
+    }
+  });
 });

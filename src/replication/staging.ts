@@ -80,6 +80,8 @@ export async function cleanStaging(root: string, maxAgeMs = DAY_MS): Promise<num
 }
 
 let syncfsWorks: boolean | null = null;
+/** The longest one `sync -f` may take before it counts as failed. */
+const SYNC_TIMEOUT_MS = 60_000;
 
 /**
  * Flush the filesystem holding `dir` in one step (syncfs through coreutils' `sync -f`): one journal
@@ -102,7 +104,7 @@ export async function syncFileSystem(dir: string): Promise<boolean> {
 /** One `sync -f DIR`, spawned (no shell): its exit status (127 when it cannot run). */
 function syncOnce(dir: string): Promise<number> {
   return new Promise((resolve) => {
-    execFile('sync', ['-f', dir], { timeout: 60_000 }, (err) => {
+    execFile('sync', ['-f', dir], { timeout: SYNC_TIMEOUT_MS }, (err) => {
       if (!err) resolve(0);
       else resolve(typeof err.code === 'number' ? err.code : 127);
     });
@@ -118,13 +120,32 @@ function syncOnce(dir: string): Promise<number> {
 export class SyncHelper {
   private shell: Shell | null = null;
   private broken = false;
+  private readonly timeoutMs: number;
+  private readonly script: string;
+
+  /**
+   * `timeoutMs`: a request not answered by then (a filesystem that hangs) stops the shell; it and
+   * the requests behind it answer null (the caller then spawns `sync` itself, with its own limit).
+   * `script` replaces the shell loop (tests).
+   */
+  constructor(opts: { timeoutMs?: number; script?: string } = {}) {
+    this.timeoutMs = opts.timeoutMs ?? SYNC_TIMEOUT_MS;
+    this.script = opts.script ?? 'while IFS= read -r d; do sync -f "$d"; echo "$?"; done';
+  }
 
   /** The exit status of `sync -f DIR`, or null when the helper cannot run it. */
   sync(dir: string): Promise<number | null> {
     const sh = this.start();
     if (!sh) return Promise.resolve(null);
     return new Promise((resolve) => {
-      sh.waiting.push(resolve);
+      const timer = setTimeout(() => {
+        if (this.shell === sh) this.close();
+      }, this.timeoutMs);
+      timer.unref();
+      sh.waiting.push((status) => {
+        clearTimeout(timer);
+        resolve(status);
+      });
       sh.child.stdin!.write(`${dir}\n`);
     });
   }
@@ -144,7 +165,7 @@ export class SyncHelper {
     if (this.shell) return this.shell;
     let child: ChildProcess;
     try {
-      child = spawn('sh', ['-c', 'while IFS= read -r d; do sync -f "$d"; echo "$?"; done'], { stdio: ['pipe', 'pipe', 'ignore'] });
+      child = spawn('sh', ['-c', this.script], { stdio: ['pipe', 'pipe', 'ignore'] });
     } catch {
       this.broken = true;
       return null;
