@@ -744,6 +744,34 @@ describe('readdir', () => {
     }
   });
 
+  it('a page whose names are all gone moves on: no reply short of the end comes back without a name', async () => {
+    const g = await z.mkdir(ROOT, z.rootId, b('mostlygone'), {});
+    fs.writeFileSync(path.join(zoneDir, 'mostlygone', 'real'), 'r');
+    // readdir reports 60 names that are gone by the time their page is served, and one real one.
+    const names = [Buffer.from('real'), ...Array.from({ length: 60 }, (_, i) => Buffer.from(`gone${i}`))];
+    const spy = vi.spyOn(fsp, 'readdir').mockImplementationOnce((async () => names) as never);
+    try {
+      for (const withAttrs of [false, true]) {
+        let cookie = 0n;
+        const seen: string[] = [];
+        let replies = 0;
+        for (let guard = 0; guard < 100; guard++) {
+          const p = await page(g.id, cookie, 4, COOKIE_VERIFIER, withAttrs);
+          replies++;
+          const named = p.entries.filter((e) => e.name.toString() !== '.' && e.name.toString() !== '..');
+          seen.push(...named.map((e) => e.name.toString()));
+          if (p.eof) break;
+          expect(named.length).toBeGreaterThan(0);
+          cookie = p.entries[p.entries.length - 1]!.cookie;
+        }
+        expect(seen).toEqual(['real']);
+        expect(replies).toBeLessThanOrEqual(3);
+      }
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('lists a fresh directory after changes made out of band', async () => {
     const d = await z.mkdir(ROOT, z.rootId, b('d'), {});
     expect((await page(d.id, 0n, 10)).entries.length).toBe(2);

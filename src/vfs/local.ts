@@ -1055,17 +1055,31 @@ export class LocalZoneFs implements ZoneFs {
         }
         entries.push({ id: parent, name: Buffer.from('..'), cookie: COOKIE_DOTDOT, attr });
       }
-      const start = opts.cookie <= COOKIE_DOTDOT ? 0 : firstAfter(listing, opts.cookie);
+      let start = opts.cookie <= COOKIE_DOTDOT ? 0 : firstAfter(listing, opts.cookie);
       const room = max - entries.length;
-      const end = room > 0 ? pageEnd(listing, start, room) : start;
-      const page: DirEntry[] = [];
-      for (let i = start; i < end; i++) {
-        page.push({ id: listing.ids[i]!, name: listing.names[i]!, cookie: listing.cookies[i]! });
+      const n = listing.cookies.length;
+      let end = start;
+      // A name whose id is still unknown once looked up is gone since the directory was read (or
+      // is a mount point): left out. A page whose names are all gone moves on to the next names,
+      // so a reply short of the end always holds a name (else the client would ask again with
+      // the same cookie). Each turn moves `start` on: at most n turns.
+      while (room > 0 && start < n) {
+        end = pageEnd(listing, start, room);
+        const page: DirEntry[] = [];
+        for (let i = start; i < end; i++) {
+          page.push({ id: listing.ids[i]!, name: listing.names[i]!, cookie: listing.cookies[i]! });
+        }
+        if (opts.withAttrs) await this.fillAttrs(dir, d.path, page, listing, start);
+        else await this.fillIds(dir, d.path, page, listing, start);
+        let served = 0;
+        for (const e of page) {
+          if (e.id === UNKNOWN_ID) continue;
+          entries.push(e);
+          served++;
+        }
+        if (served > 0) break;
+        start = end;
       }
-      if (opts.withAttrs) await this.fillAttrs(dir, d.path, page, listing, start);
-      else await this.fillIds(dir, d.path, page, listing, start);
-      // A name whose id is still unknown is gone since the directory was read (or is a mount point).
-      for (const e of page) if (e.id !== UNKNOWN_ID) entries.push(e);
       return { entries, eof: end >= listing.cookies.length, verifier: COOKIE_VERIFIER, dirAttr };
     } catch (err) {
       throw toGvError(err);
