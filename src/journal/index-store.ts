@@ -124,6 +124,12 @@ export class IndexStore {
     return r && fromRaw(r);
   }
 
+  /** The fileid indexed at `path` (one look in the covering path index; no row decoding). */
+  idByPath(path: Buffer): bigint | undefined {
+    const id = this.sByPath.get(this.zone, path) as bigint | undefined;
+    return id === undefined ? undefined : fromDb(id);
+  }
+
   byPath(path: Buffer): IndexEntry | undefined {
     const id = this.sByPath.get(this.zone, path) as bigint | undefined;
     if (id === undefined) return undefined;

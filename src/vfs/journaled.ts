@@ -220,8 +220,8 @@ class Journaled extends PassThroughZoneFs {
 
   private async entryOf(dir: FileId, path: Buffer | undefined, name: Buffer): Promise<{ id?: FileId; indexed: boolean }> {
     if (path === undefined) return { indexed: false };
-    const e = this.journal.index.byPath(path);
-    if (e) return { id: e.fileid, indexed: true };
+    const indexed = this.journal.index.idByPath(path);
+    if (indexed !== undefined) return { id: indexed, indexed: true };
     const id = (await this.inner.lookup(JOURNAL_CTX, dir, name).catch(() => undefined))?.id;
     return { id, indexed: id !== undefined && this.journal.index.get(id) !== undefined };
   }
