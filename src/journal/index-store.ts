@@ -131,10 +131,8 @@ export class IndexStore {
   }
 
   byPath(path: Buffer): IndexEntry | undefined {
-    const id = this.sByPath.get(this.zone, path) as bigint | undefined;
-    if (id === undefined) return undefined;
-    const r = this.sGet.get(this.zone, id) as RawEntry | undefined;
-    return r && fromRaw(r);
+    const id = this.idByPath(path);
+    return id === undefined ? undefined : this.get(id);
   }
 
   byIno(ino: bigint): IndexEntry | undefined {

@@ -11,7 +11,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { GvError } from '../errors.js';
 import { blockPool } from '../util/block-pool.js';
-import { DirectWriter } from '../util/direct-io.js';
+import { DIRECT_ALIGN, DirectWriter } from '../util/direct-io.js';
 import { blockCount, digestAt, DIGEST_SIZE, hashBuffer } from '../journal/hasher.js';
 import type { IndexEntry } from '../journal/index-store.js';
 import type { ZoneJournal } from '../journal/zone-journal.js';
@@ -199,7 +199,7 @@ export async function assembleFile(
     let padded = false;
     const put = async (b: Buffer, len: number, off: number): Promise<void> => {
       if (direct && (await direct.write(b, len, off))) {
-        padded ||= len % BLOCK_SIZE !== 0;
+        padded ||= len % DIRECT_ALIGN !== 0;
         return;
       }
       await fh.write(b, 0, len, off);

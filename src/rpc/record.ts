@@ -59,8 +59,7 @@ export class RecordDecoder {
       return this.target.subarray(this.partsLen, this.partsLen + this.fragRemaining);
     }
     this.inPlace = false;
-    this.scratch ??= Buffer.allocUnsafeSlow(SCRATCH_SIZE);
-    return this.scratch;
+    return this.scratchTarget();
   }
 
   /**

@@ -1069,8 +1069,7 @@ export class LocalZoneFs implements ZoneFs {
         for (let i = start; i < end; i++) {
           page.push({ id: listing.ids[i]!, name: listing.names[i]!, cookie: listing.cookies[i]! });
         }
-        if (opts.withAttrs) await this.fillAttrs(dir, d.path, page, listing, start);
-        else await this.fillIds(dir, d.path, page, listing, start);
+        await this.fillPage(dir, d.path, page, listing, start, opts.withAttrs);
         let served = 0;
         for (const e of page) {
           if (e.id === UNKNOWN_ID) continue;
@@ -1089,7 +1088,7 @@ export class LocalZoneFs implements ZoneFs {
   /**
    * Read a directory: names from readdir, sorted by cookie. Ids and cookies of names an older
    * listing still vouches for are reused; the other names get their id when a page holding them
-   * is served (fillAttrs, fillIds): a 1,000-name directory used to be lstat'ed whole before its
+   * is served (fillPage): a 1,000-name directory used to be lstat'ed whole before its
    * first page went out (6 ms here, then every later page lstat'ed its entries again).
    */
   private async readListing(dir: FileId, dirPath: Buffer, key: string): Promise<Listing> {
@@ -1107,44 +1106,30 @@ export class LocalZoneFs implements ZoneFs {
   }
 
   /**
-   * READDIRPLUS attributes for a page (and the ids not known yet). An entry whose name now holds
-   * another object (changed behind our back) is corrected in the page and in the cached listing.
+   * A page's ids not known yet (READDIR), or its attributes and ids (READDIRPLUS: every entry is
+   * lstat'ed). An entry whose name now holds another object (changed behind our back) is
+   * corrected in the page and in the cached listing; objects not recorded yet (made out of band)
+   * are recorded in one transaction.
    */
-  private async fillAttrs(dir: FileId, dirPath: Buffer, page: DirEntry[], listing: Listing, start: number): Promise<void> {
-    const stats = await lstatMany(page.map((e) => joinName(dirPath, e.name)));
-    // Objects not recorded yet (made out of band) are recorded in one transaction.
+  private async fillPage(dir: FileId, dirPath: Buffer, page: DirEntry[], listing: Listing, start: number, withAttrs: boolean): Promise<void> {
+    const todo: number[] = [];
+    page.forEach((e, i) => {
+      if (e.id === UNKNOWN_ID) this.stats.listingStats++;
+      if (withAttrs || e.id === UNKNOWN_ID) todo.push(i);
+    });
+    if (todo.length === 0) return;
+    const stats = await lstatMany(todo.map((i) => joinName(dirPath, page[i]!.name)));
     this.nodes.batch(() => {
-      page.forEach((e, i) => {
-        const st = stats[i];
-        if (e.id === UNKNOWN_ID) this.stats.listingStats++;
-        if (!st || st.dev !== this.dev) return; // vanished: no attributes
+      todo.forEach((i, j) => {
+        const st = stats[j];
+        if (!st || st.dev !== this.dev) return; // vanished: no id (left out) or no attributes
+        const e = page[i]!;
         if (st.ino !== e.id) {
           this.record(dir, e.name, st);
           e.id = st.ino;
           listing.ids[start + i] = st.ino;
         }
-        e.attr = this.attrOf(st);
-      });
-    });
-  }
-
-  /** READDIR: the ids of a page's names not known yet (lstat'ed and recorded). */
-  private async fillIds(dir: FileId, dirPath: Buffer, page: DirEntry[], listing: Listing, start: number): Promise<void> {
-    const todo: number[] = [];
-    page.forEach((e, i) => {
-      if (e.id === UNKNOWN_ID) todo.push(i);
-    });
-    if (todo.length === 0) return;
-    this.stats.listingStats += todo.length;
-    const stats = await lstatMany(todo.map((i) => joinName(dirPath, page[i]!.name)));
-    this.nodes.batch(() => {
-      todo.forEach((i, j) => {
-        const st = stats[j];
-        if (!st || st.dev !== this.dev) return;
-        const e = page[i]!;
-        this.record(dir, e.name, st);
-        e.id = st.ino;
-        listing.ids[start + i] = st.ino;
+        if (withAttrs) e.attr = this.attrOf(st);
       });
     });
   }
