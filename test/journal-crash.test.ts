@@ -81,12 +81,34 @@ describe('journal crash safety', () => {
         // A removal is only recorded for a file that was created (journaled) before it.
         const created = new Set(rows.filter((r) => r.kind === 'create').map((r) => r.fileid));
         for (const r of rows.filter((x) => x.kind !== 'create')) expect(created.has(r.fileid), `row ${r.version} ${r.kind} ${r.path} ${r.fileid}`).toBe(true);
-        // The index describes files that exist, with exactly their content.
+        // The index describes files that exist, with exactly their content. The one exception is
+        // the tail in flight at the kill: the child does not wait for the journal (its tasks run
+        // on a queue after each call returns), so a rename or removal that reached the disk may
+        // not be journaled yet. Such an entry must be the name a later step of the child's own
+        // sequence moves or removes, no row may say that step happened, and it must be among the
+        // last files made.
+        const onDiskNames = fs.readdirSync(zoneDir);
+        const newest = Math.max(...onDiskNames.map((n) => numberOf(Buffer.from(n))));
+        let inFlight = 0;
         for (const e of log.index.all()) {
-          const onDisk = fs.readFileSync(path.join(zoneDir, e.path.toString()));
-          expect(e.hashes!.equals(hashBuffer(onDisk)), e.path.toString()).toBe(true);
-          expect(onDisk.equals(crashContent(numberOf(e.path)))).toBe(true);
+          const name = e.path.toString();
+          const n = numberOf(e.path);
+          if (!onDiskNames.includes(name)) {
+            inFlight++;
+            const movedLater = name === `f${n}` && n % 7 === 3;
+            const removedLater = n % 11 === 5;
+            expect(movedLater || removedLater, `${name} is indexed but gone, and nothing the child does removes it`).toBe(true);
+            const later = rows.filter((r) => numberOf(r.path) === n && (r.kind === 'remove' || (r.kind === 'rename' && r.path.toString() === name)));
+            expect(later, `${name}: its move or removal is journaled, yet the index still has it`).toEqual([]);
+            expect(n, `${name} is indexed but gone, and is not among the last files made (newest f${newest})`).toBeGreaterThan(newest - 16);
+            continue;
+          }
+          const onDisk = fs.readFileSync(path.join(zoneDir, name));
+          expect(e.hashes!.equals(hashBuffer(onDisk)), name).toBe(true);
+          expect(onDisk.equals(crashContent(n))).toBe(true);
         }
+        if (inFlight) console.log(`in flight at the kill: ${inFlight}`);
+        expect(inFlight).toBeLessThanOrEqual(4);
       } finally {
         db.close();
       }
