@@ -1119,7 +1119,12 @@ export class LocalZoneFs implements ZoneFs {
     });
     if (todo.length === 0) return;
     const stats = await lstatMany(todo.map((i) => joinName(dirPath, page[i]!.name)));
-    this.nodes.batch(() => {
+    let unrecorded = false;
+    for (let j = 0; j < todo.length && !unrecorded; j++) {
+      const st = stats[j];
+      unrecorded = st !== undefined && st.dev === this.dev && st.ino !== page[todo[j]!]!.id;
+    }
+    const fill = (): void => {
       todo.forEach((i, j) => {
         const st = stats[j];
         if (!st || st.dev !== this.dev) return; // vanished: no id (left out) or no attributes
@@ -1131,7 +1136,11 @@ export class LocalZoneFs implements ZoneFs {
         }
         if (withAttrs) e.attr = this.attrOf(st);
       });
-    });
+    };
+    // One transaction for the records a page makes; a page of known ids (a listing read again)
+    // needs none.
+    if (unrecorded) this.nodes.batch(fill);
+    else fill();
   }
 
   // ---------------------------------------------------------------- file system
