@@ -20,6 +20,8 @@ export interface JournalServiceOptions {
   /** Watch zone directories for out-of-band changes (default true). */
   watch?: boolean;
   settleMs?: number;
+  /** How long queued journal tasks wait to be committed together (ZoneJournal's batchMs). */
+  batchMs?: number;
   /** Each committed change (metrics). */
   onRecord?: (zone: string, kind: ChangeKind) => void;
   /** Blocks hashed (metrics). */
@@ -64,7 +66,7 @@ export class JournalService {
   async attach(zone: LocalZoneFs, root: string): Promise<AttachedZone> {
     const journal = new ZoneJournal({
       db: this.db, zone, nodeId: this.opts.nodeId, registry: this.versions, settleMs: this.opts.settleMs,
-      pathOf: (id) => nodePath(zone.nodes, zone.rootId, id), warn: this.opts.warn,
+      batchMs: this.opts.batchMs, pathOf: (id) => nodePath(zone.nodes, zone.rootId, id), warn: this.opts.warn,
       onRecord: this.opts.onRecord ? (kind) => this.opts.onRecord!(zone.name, kind) : undefined,
     });
     let watcher: ZoneWatcher | null = null;

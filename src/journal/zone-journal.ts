@@ -83,8 +83,9 @@ export class ZoneJournal {
 
   /**
    * Run `task` after every task queued before it; failures are logged, never stop the queue. The
-   * queue starts draining on the next turn of the event loop (setImmediate), so the NFS reply of
-   * the call that queued a task is written to its socket before the task runs.
+   * queue starts draining `batchMs` later (so tasks queued meanwhile share one transaction, and
+   * the NFS reply of the call that queued a task is written before the task runs), or sooner when
+   * a COMMIT hands its fsync to the thread pool (drainSoon).
    */
   enqueue(what: string, task: () => Promise<void> | void): Promise<void> {
     return new Promise<void>((resolve) => {
@@ -92,10 +93,29 @@ export class ZoneJournal {
       if (!this.draining) {
         this.draining = true;
         const batchMs = this.opts.batchMs ?? 2;
-        if (batchMs > 0) setTimeout(() => void this.drain(), batchMs);
-        else setImmediate(() => void this.drain());
+        if (batchMs > 0) {
+          this.drainTimer = setTimeout(() => {
+            this.drainTimer = undefined;
+            void this.drain();
+          }, batchMs);
+        } else setImmediate(() => void this.drain());
       }
     });
+  }
+
+  /** The batch wait of queued tasks not started yet. */
+  private drainTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Start the queued tasks on the next turn of the event loop instead of at the end of the batch
+   * wait: the caller has just handed the thread pool a slow call (a COMMIT's fsync), and the
+   * tasks can run while it does, instead of later, in front of the client's next calls.
+   */
+  drainSoon(): void {
+    if (this.drainTimer === undefined) return;
+    clearTimeout(this.drainTimer);
+    this.drainTimer = undefined;
+    setImmediate(() => void this.drain());
   }
 
   /**

@@ -69,7 +69,9 @@ class Journaled extends PassThroughZoneFs {
   }
 
   override async commit(ctx: CallContext, id: FileId, offset: number, count: number): Promise<Wcc> {
-    const r = await this.inner.commit(ctx, id, offset, count);
+    const pending = this.inner.commit(ctx, id, offset, count);
+    this.journal.drainSoon(); // journal work queued by earlier calls runs during the fsync
+    const r = await pending;
     if (this.journal.coalescer.has(id)) void this.journal.flushFile(id, 'write');
     return r;
   }
