@@ -337,6 +337,58 @@ describe('data', () => {
   });
 });
 
+describe('commit: fsync inline or on the threadpool', () => {
+  const ALONE: CallContext = { ...ROOT, inline: true };
+
+  /** Run `fn` and count the fsyncs it made, by kind (inline fsyncSync/fdatasyncSync, threadpool fsync/fdatasync). */
+  async function syncsOf(fn: () => Promise<unknown>): Promise<{ inline: number; pool: number }> {
+    const spies = [vi.spyOn(fs, 'fsyncSync'), vi.spyOn(fs, 'fdatasyncSync'), vi.spyOn(fs, 'fsync'), vi.spyOn(fs, 'fdatasync')];
+    try {
+      await fn();
+      return { inline: spies[0]!.mock.calls.length + spies[1]!.mock.calls.length, pool: spies[2]!.mock.calls.length + spies[3]!.mock.calls.length };
+    } finally {
+      for (const sp of spies) sp.mockRestore();
+    }
+  }
+
+  it('a small file written through us is synced inline when nothing else is in flight', async () => {
+    const id = await mkfile(z.rootId, 'small', 'x'.repeat(5000));
+    expect(await syncsOf(() => z.commit(ALONE, id, 0, 0))).toEqual({ inline: 1, pool: 0 });
+    expect(z.stats.inlineSyncs).toBe(1);
+    expect(fs.readFileSync(path.join(zoneDir, 'small'), 'utf8')).toBe('x'.repeat(5000));
+  });
+
+  it('with other calls in flight it goes to the threadpool', async () => {
+    const id = await mkfile(z.rootId, 'busy', 'abc');
+    expect(await syncsOf(() => z.commit(ROOT, id, 0, 0))).toEqual({ inline: 0, pool: 1 });
+  });
+
+  it('more unsynced data than the inline limit goes to the threadpool, and is counted across WRITEs', async () => {
+    const id = await mkfile(z.rootId, 'big');
+    const chunk = Buffer.alloc(200 * 1024, 7);
+    await z.write(ROOT, id, 0, chunk, 'unstable');
+    await z.write(ROOT, id, chunk.length, chunk, 'unstable'); // 400 KiB since the last sync
+    expect(await syncsOf(() => z.commit(ALONE, id, 0, 0))).toEqual({ inline: 0, pool: 1 });
+    // Synced: a small write after it counts from zero again.
+    await z.write(ROOT, id, 0, b('y'), 'unstable');
+    expect(await syncsOf(() => z.commit(ALONE, id, 0, 0))).toEqual({ inline: 1, pool: 0 });
+  });
+
+  it('a file whose writes we did not see (made out of band) goes to the threadpool', async () => {
+    fs.writeFileSync(path.join(zoneDir, 'oob'), 'from a local program');
+    const id = (await z.lookup(ROOT, z.rootId, b('oob'))).id;
+    expect(await syncsOf(() => z.commit(ALONE, id, 0, 0))).toEqual({ inline: 0, pool: 1 });
+  });
+
+  it('FILE_SYNC and DATA_SYNC writes use the same rule', async () => {
+    const id = await mkfile(z.rootId, 'stable');
+    expect(await syncsOf(() => z.write(ALONE, id, 0, b('one'), 'file_sync'))).toEqual({ inline: 1, pool: 0 });
+    expect(await syncsOf(() => z.write(ALONE, id, 3, b('two'), 'data_sync'))).toEqual({ inline: 1, pool: 0 });
+    expect(await syncsOf(() => z.write(ALONE, id, 0, Buffer.alloc(300 * 1024, 1), 'file_sync'))).toEqual({ inline: 0, pool: 1 });
+    expect(await syncsOf(() => z.write(ROOT, id, 0, b('three'), 'file_sync'))).toEqual({ inline: 0, pool: 1 });
+  });
+});
+
 describe('create', () => {
   it('EXCLUSIVE: a retry with the same verifier succeeds with the same id, another verifier fails', async () => {
     const v1 = Buffer.from('0123abcd');
