@@ -90,6 +90,30 @@ describe('journaled ZoneFs', () => {
     expect(rows(v0).length).toBe(1);
   });
 
+  it('a retried EXCLUSIVE create of a journaled file adds no entry; a new file at a reused name does', async () => {
+    const how = { mode: 'exclusive' as const, verifier: Buffer.from('01234567') };
+    const v0 = att.journal.version();
+    const c = await att.fs.create(ROOT, local.rootId, b('x'), how);
+    await att.fs.commit(ROOT, c.id, 0, 0);
+    await att.journal.settled();
+    expect(summary(rows(v0))).toEqual(['create x']);
+    const v1 = att.journal.version();
+    const again = await att.fs.create(ROOT, local.rootId, b('x'), how); // the reply was lost: the client asks again
+    expect(again.id).toBe(c.id);
+    await att.fs.commit(ROOT, again.id, 0, 0);
+    await att.journal.settled();
+    expect(rows(v1)).toEqual([]);
+    // Removed and made again (ext4 often hands out the same inode number): journaled afresh.
+    await att.fs.remove(ROOT, local.rootId, b('x'));
+    const d = await att.fs.create(ROOT, local.rootId, b('x'), { mode: 'guarded', attrs: { mode: 0o644 } });
+    await att.fs.write(ROOT, d.id, 0, b('new content'), 'unstable');
+    await att.fs.commit(ROOT, d.id, 0, 0);
+    await att.journal.settled();
+    const after = rows(v1);
+    expect(summary(after)).toEqual(['remove x', 'create x']);
+    expect(after[1]!.hashes!.equals(hashBuffer(b('new content')))).toBe(true);
+  });
+
   it('a FILE_SYNC write is an entry of its own', async () => {
     const id = await mkfile('s');
     await att.journal.settled();

@@ -119,8 +119,12 @@ class Journaled extends PassThroughZoneFs {
   private created(kind: 'create' | 'mkdir' | 'symlink' | 'mknod', path: Buffer | undefined, c: Created, target: Buffer | null = null): Promise<void> | undefined {
     if (path === undefined) return undefined;
     if (kind === 'create' && c.attr.type === 'file') {
-      const prev = this.journal.index.get(c.id);
-      if (prev && prev.type === 'file' && prev.path.equals(path)) return undefined; // a retried EXCLUSIVE create
+      // A retried EXCLUSIVE create: the index has this file at this path already. (The path index
+      // is asked first: for a new file that one look is all, no row is read.)
+      if (this.journal.index.idByPath(path) === c.id) {
+        const prev = this.journal.index.get(c.id);
+        if (prev && prev.type === 'file' && prev.path.equals(path)) return undefined;
+      }
       // A new file and the WRITEs that fill it become one 'create' entry with its content, written
       // when the file is committed or settles (the flush journals 'create' for an unindexed file).
       this.journal.noteWrite(c.id, 0, Number(c.attr.size));
