@@ -18,7 +18,7 @@ import { buildRows, formatTable, toJson, type BenchReport } from './report.js';
 import {
   defaultReplicationOptions, formatReplicationTable, REPL_ROW_IDS, runReplicationBench, type ReplicationReport, type ReplRowId,
 } from './replication.js';
-import { runSuite, type SuiteParams, type SystemResult } from './suite.js';
+import { runSuite, SMALL_FILES_COOLDOWN_MS, type SuiteParams, type SystemResult } from './suite.js';
 import { localTarget, nfsTarget, SYSTEM_IDS, SYSTEM_LABELS, type BenchTarget, type SystemId } from './target.js';
 import { buildHelpers } from './tools.js';
 
@@ -153,6 +153,7 @@ export async function runBench(opts: BenchOptions): Promise<number> {
     if (helpers && bigBytes > 0) await runCommand([helpers.nfsio, 'write', sourceFile, String(bigBytes)], { timeoutMs: 300_000 });
     const params: SuiteParams = {
       runs: opts.runs, bigBytes, smallCount: opts.files, smallSize: opts.fileSize, scratchDir: scratch, sourceFile,
+      cooldown: { ms: SMALL_FILES_COOLDOWN_MS },
     };
     // the whole run, bounded: ganesha's namespace dies after this even if we are killed
     const maxSeconds = 3600 + Math.ceil((bigBytes / 1048576) * opts.runs * 2) + opts.files * opts.runs;
