@@ -380,6 +380,24 @@ describe('commit: fsync inline or on the threadpool', () => {
     expect(await syncsOf(() => z.commit(ALONE, id, 0, 0))).toEqual({ inline: 0, pool: 1 });
   });
 
+  it('an inline fsync that took long (a slow disk) sends the next ones to the threadpool', async () => {
+    const a = await mkfile(z.rootId, 'slow-a', 'a');
+    const b2 = await mkfile(z.rootId, 'slow-b', 'b');
+    const real = fs.fsyncSync;
+    const slow = vi.spyOn(fs, 'fsyncSync').mockImplementation((fd: number) => {
+      real(fd);
+      const until = process.hrtime.bigint() + 3_000_000n; // a 3 ms fsync
+      while (process.hrtime.bigint() < until) { /* the disk is slow */ }
+    });
+    try {
+      await z.commit(ALONE, a, 0, 0);
+    } finally {
+      slow.mockRestore();
+    }
+    expect(z.stats.slowInlineSyncs).toBe(1);
+    expect(await syncsOf(() => z.commit(ALONE, b2, 0, 0))).toEqual({ inline: 0, pool: 1 });
+  });
+
   it('FILE_SYNC and DATA_SYNC writes use the same rule', async () => {
     const id = await mkfile(z.rootId, 'stable');
     expect(await syncsOf(() => z.write(ALONE, id, 0, b('one'), 'file_sync'))).toEqual({ inline: 1, pool: 0 });

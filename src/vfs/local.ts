@@ -94,6 +94,13 @@ const SYNC_IO_MAX = 64 * 1024;
  * the event loop.
  */
 const INLINE_SYNC_MAX = 256 * 1024;
+/**
+ * An inline fsync slower than this (a spinning disk, a busy pool) sends every sync of the zone to
+ * the threadpool for INLINE_SYNC_BACKOFF_MS: the event loop must not stall for milliseconds per
+ * COMMIT while other clients wait.
+ */
+const INLINE_SYNC_SLOW_NS = 2_000_000n;
+const INLINE_SYNC_BACKOFF_MS = 30_000;
 /** Files with uncommitted brokered writes tracked at most (more: forgotten, their syncs go to the threadpool). */
 const UNSYNCED_TRACKED_MAX = 65_536;
 /** A listed name whose id (inode number) was not looked up yet; never a real fileid. */
@@ -180,7 +187,7 @@ export class LocalZoneFs implements ZoneFs {
   private readonly amRoot: boolean;
   private closed = false;
   /** Counters for tests and metrics. */
-  readonly stats = { listingBuilds: 0, listingStats: 0, inlineSyncs: 0 };
+  readonly stats = { listingBuilds: 0, listingStats: 0, inlineSyncs: 0, slowInlineSyncs: 0 };
 
   private constructor(opts: LocalZoneOptions, rootPath: Buffer, rootSt: BigStats, nodes: NodeStore) {
     this.name = opts.name;
@@ -677,6 +684,8 @@ export class LocalZoneFs implements ZoneFs {
     }
   }
 
+  /** Inline syncs are off until then (one took longer than INLINE_SYNC_SLOW_NS). */
+  private inlineSyncsOffUntil = 0;
   /** Brokered bytes written to each file since its last sync (see INLINE_SYNC_MAX). */
   private readonly unsynced = new Map<FileId, number>();
 
@@ -697,10 +706,15 @@ export class LocalZoneFs implements ZoneFs {
     // Known files count from zero again (writes landing during an asynchronous sync add to it).
     if (known !== undefined) this.unsynced.set(id, 0);
     try {
-      if (ctx.inline === true && dirty !== undefined && dirty <= INLINE_SYNC_MAX) {
+      if (ctx.inline === true && dirty !== undefined && dirty <= INLINE_SYNC_MAX && Date.now() >= this.inlineSyncsOffUntil) {
         this.stats.inlineSyncs++;
+        const t0 = process.hrtime.bigint();
         if (dataOnly) fs.fdatasyncSync(fh.fd);
         else fs.fsyncSync(fh.fd);
+        if (process.hrtime.bigint() - t0 > INLINE_SYNC_SLOW_NS) {
+          this.stats.slowInlineSyncs++;
+          this.inlineSyncsOffUntil = Date.now() + INLINE_SYNC_BACKOFF_MS;
+        }
         return;
       }
       await (dataOnly ? fh.datasync() : fh.sync());
