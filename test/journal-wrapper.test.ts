@@ -114,6 +114,58 @@ describe('journaled ZoneFs', () => {
     expect(after[1]!.hashes!.equals(hashBuffer(b('new content')))).toBe(true);
   });
 
+  it('an UNCHECKED create with size 0 over a journaled file journals the truncation', async () => {
+    const id = await mkfile('t');
+    await att.fs.write(ROOT, id, 0, b('hello world'), 'unstable');
+    await att.fs.commit(ROOT, id, 0, 0);
+    await att.journal.settled();
+    const v0 = att.journal.version();
+    const again = await att.fs.create(ROOT, local.rootId, b('t'), { mode: 'unchecked', attrs: { size: 0n } });
+    expect(again.id).toBe(id);
+    expect(again.attr.size).toBe(0n);
+    await att.journal.settled();
+    const after = rows(v0);
+    expect(summary(after)).toEqual(['truncate t']);
+    expect(after[0]!.size).toBe(0n);
+    expect(att.journal.index.get(id)!.size).toBe(0n);
+    // Without size it changes nothing, and journals nothing.
+    const v1 = att.journal.version();
+    await att.fs.create(ROOT, local.rootId, b('t'), { mode: 'unchecked', attrs: {} });
+    await att.journal.settled();
+    expect(rows(v1)).toEqual([]);
+  });
+
+  it('truncated by CREATE and rewritten sparsely, the journal holds the hashes of what is on disk', async () => {
+    const id = await mkfile('sp');
+    await att.fs.write(ROOT, id, 0, Buffer.alloc(2 * BLOCK_SIZE, 0x61), 'unstable'); // two full blocks of 'a'
+    await att.fs.commit(ROOT, id, 0, 0);
+    await att.journal.settled();
+    await att.fs.create(ROOT, local.rootId, b('sp'), { mode: 'unchecked', attrs: { size: 0n } });
+    // Only the second block is written again: the first is a hole (zeros) now, not the old 'a's.
+    await att.fs.write(ROOT, id, BLOCK_SIZE, Buffer.alloc(BLOCK_SIZE, 0x62), 'unstable');
+    await att.fs.commit(ROOT, id, 0, 0);
+    await att.journal.settled();
+    const onDisk = fs.readFileSync(path.join(zoneDir, 'sp'));
+    expect(onDisk.subarray(0, BLOCK_SIZE).every((x) => x === 0)).toBe(true);
+    const e = att.journal.index.get(id)!;
+    expect(e.size).toBe(BigInt(2 * BLOCK_SIZE));
+    expect(e.hashes!.equals(hashBuffer(onDisk))).toBe(true);
+  });
+
+  it('a SETATTR cut followed by a sparse write before the flush: hashes of what is on disk', async () => {
+    const id = await mkfile('sa');
+    await att.fs.write(ROOT, id, 0, Buffer.alloc(2 * BLOCK_SIZE, 0x61), 'unstable');
+    await att.fs.commit(ROOT, id, 0, 0);
+    await att.journal.settled();
+    await att.fs.setattr(ROOT, id, { size: 100n }); // block 0 keeps 100 bytes of 'a'
+    await att.fs.write(ROOT, id, BLOCK_SIZE, Buffer.alloc(BLOCK_SIZE, 0x62), 'unstable');
+    await att.fs.commit(ROOT, id, 0, 0);
+    await att.journal.settled();
+    const onDisk = fs.readFileSync(path.join(zoneDir, 'sa'));
+    expect(onDisk.length).toBe(2 * BLOCK_SIZE);
+    expect(att.journal.index.get(id)!.hashes!.equals(hashBuffer(onDisk))).toBe(true);
+  });
+
   it('a FILE_SYNC write is an entry of its own', async () => {
     const id = await mkfile('s');
     await att.journal.settled();

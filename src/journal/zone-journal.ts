@@ -10,7 +10,7 @@ import type { Attr, CallContext, FileId, FileType, ZoneFs } from '../vfs/types.j
 import { ChangeLog, type Change, type ChangeKind, type IndexEffect } from './changes.js';
 import { WriteCoalescer } from './coalesce.js';
 import type { GvDatabase, Statement } from './db.js';
-import { BlockHasher, type BlockReader } from './hasher.js';
+import { BLOCK_SIZE, BlockHasher, type BlockReader } from './hasher.js';
 import type { IndexEntry, Tombstone } from './index-store.js';
 import type { VersionRegistry } from './versions.js';
 
@@ -237,6 +237,20 @@ export class ZoneJournal {
   }
 
   /**
+   * The file was cut to `size` (SETATTR of the size, CREATE with size 0 over it). Its next flush
+   * reuses no block hash at or past the cut: a block written again after it may sit next to a hole
+   * where the old content was, and a block not written again is not dirty.
+   */
+  noteTruncate(id: FileId, size: number): void {
+    if (this.closed) return;
+    const was = this.cuts.get(id);
+    this.cuts.set(id, was === undefined ? size : Math.min(was, size));
+  }
+
+  /** Smallest size each file was cut to since its last flush. */
+  private readonly cuts = new Map<FileId, number>();
+
+  /**
    * Journal the content of `id` now: rehash its dirty blocks (plus what a size change touched) and
    * write one 'write'/'truncate' entry. Queued behind earlier tasks; concurrent asks for one file
    * share the run.
@@ -257,10 +271,11 @@ export class ZoneJournal {
   }
 
   /** The file was missing: gone, or caught between the two halves of a rename. Look again (3 times). */
-  private retryLater(id: FileId, dirty: Set<number>): void {
+  private retryLater(id: FileId, dirty: Set<number>, cut: number | undefined): void {
     const n = this.retries.get(id) ?? 0;
     if (n < 3 && !this.closed) {
       this.retries.set(id, n + 1);
+      if (cut !== undefined) this.noteTruncate(id, cut);
       this.coalescer.restore(id, dirty);
     } else this.retries.delete(id);
   }
@@ -277,12 +292,14 @@ export class ZoneJournal {
     const taken = this.coalescer.take(id);
     if (!taken && kind === 'write') return; // an earlier flush took these writes already
     const dirty = taken ?? new Set<number>();
+    const cut = this.cuts.get(id);
+    this.cuts.delete(id);
     let attr: Attr;
     try {
       attr = await this.opts.zone.getattr(JOURNAL_CTX, id);
     } catch (err) {
       if (err instanceof GvError && (err.code === 'ESTALE' || err.code === 'ENOENT')) {
-        this.retryLater(id, dirty);
+        this.retryLater(id, dirty, cut);
         return;
       }
       throw err;
@@ -294,12 +311,15 @@ export class ZoneJournal {
     const prev = this.index.get(id);
     let hashes: Buffer;
     try {
+      // A cut since the last flush: from the block it fell in onwards, no earlier hash holds,
+      // whatever the size is now.
+      const prevSize = prev ? (cut === undefined ? Number(prev.size) : Math.min(Number(prev.size), Math.floor(cut / BLOCK_SIZE) * BLOCK_SIZE)) : 0;
       hashes = await this.hasher.update(
-        this.reader(id), Number(attr.size), prev?.hashes ? { hashes: prev.hashes, size: Number(prev.size) } : null, dirty,
+        this.reader(id), Number(attr.size), prev?.hashes ? { hashes: prev.hashes, size: prevSize } : null, dirty,
       );
     } catch (err) {
       if (err instanceof GvError && (err.code === 'ESTALE' || err.code === 'ENOENT')) {
-        this.retryLater(id, dirty);
+        this.retryLater(id, dirty, cut);
         return;
       }
       throw err;

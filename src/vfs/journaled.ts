@@ -91,6 +91,7 @@ class Journaled extends PassThroughZoneFs {
       release();
     } else if (attrs.size !== undefined) {
       // Content changed: rehash what the size change touched (and any pending writes) as one entry.
+      this.journal.noteTruncate(id, Number(attrs.size));
       void this.journal.flushFile(id, 'truncate').finally(release);
     } else if (attrs.mode !== undefined || attrs.uid !== undefined || attrs.gid !== undefined || attrs.mtime !== undefined) {
       const after = r.after;
@@ -119,11 +120,17 @@ class Journaled extends PassThroughZoneFs {
   private created(kind: 'create' | 'mkdir' | 'symlink' | 'mknod', path: Buffer | undefined, c: Created, target: Buffer | null = null): Promise<void> | undefined {
     if (path === undefined) return undefined;
     if (kind === 'create' && c.attr.type === 'file') {
-      // A retried EXCLUSIVE create: the index has this file at this path already. (The path index
-      // is asked first: for a new file that one look is all, no row is read.)
+      // The name held this very file already (the path index is asked first: for a new file that
+      // one look is all, no row is read): a retried EXCLUSIVE create, which changed nothing, or an
+      // UNCHECKED create with size 0, which truncated it. The truncation is journaled like a
+      // SETATTR of the size (with any writes pending), else no node would ever learn of it.
       if (this.journal.index.idByPath(path) === c.id) {
         const prev = this.journal.index.get(c.id);
-        if (prev && prev.type === 'file' && prev.path.equals(path)) return undefined;
+        if (prev && prev.type === 'file' && prev.path.equals(path)) {
+          if (prev.size === c.attr.size && prev.mtimeNs === timeNs(c.attr.mtime)) return undefined;
+          this.journal.noteTruncate(c.id, Number(c.attr.size));
+          return this.journal.flushFile(c.id, 'truncate');
+        }
       }
       // A new file and the WRITEs that fill it become one 'create' entry with its content, written
       // when the file is committed or settles (the flush journals 'create' for an unindexed file).
