@@ -117,17 +117,21 @@ class Journaled extends PassThroughZoneFs {
   // ---------------------------------------------------------------- namespace
 
   /** Journal a new object (create/mkdir/symlink/mknod), unless the index already has it there. */
-  private created(kind: 'create' | 'mkdir' | 'symlink' | 'mknod', path: Buffer | undefined, c: Created, target: Buffer | null = null): Promise<void> | undefined {
+  private created(
+    kind: 'create' | 'mkdir' | 'symlink' | 'mknod', path: Buffer | undefined, c: Created, target: Buffer | null = null,
+    sizeAsked = false,
+  ): Promise<void> | undefined {
     if (path === undefined) return undefined;
     if (kind === 'create' && c.attr.type === 'file') {
       // The name held this very file already (the path index is asked first: for a new file that
-      // one look is all, no row is read): a retried EXCLUSIVE create, which changed nothing, or an
-      // UNCHECKED create with size 0, which truncated it. The truncation is journaled like a
-      // SETATTR of the size (with any writes pending), else no node would ever learn of it.
+      // one look is all, no row is read): a retried EXCLUSIVE create or an UNCHECKED one, which
+      // change nothing, unless it asked for size 0 and the file was not empty: that truncation is
+      // journaled like a SETATTR of the size (with any writes pending), else no node would ever
+      // learn of it.
       if (this.journal.index.idByPath(path) === c.id) {
         const prev = this.journal.index.get(c.id);
         if (prev && prev.type === 'file' && prev.path.equals(path)) {
-          if (prev.size === c.attr.size && prev.mtimeNs === timeNs(c.attr.mtime)) return undefined;
+          if (!sizeAsked || (prev.size === c.attr.size && prev.mtimeNs === timeNs(c.attr.mtime))) return undefined;
           this.journal.noteTruncate(c.id, Number(c.attr.size));
           return this.journal.flushFile(c.id, 'truncate');
         }
@@ -156,7 +160,7 @@ class Journaled extends PassThroughZoneFs {
       release();
       throw err;
     }
-    settle(this.created('create', path, r), release);
+    settle(this.created('create', path, r, null, how.mode !== 'exclusive' && how.attrs.size !== undefined), release);
     return r;
   }
 
