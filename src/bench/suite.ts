@@ -26,7 +26,7 @@ export interface SuiteParams {
    * Shared by the systems of one bench run: when the last small-file run deleted its files, and
    * how long the next system waits after that before its first small-file run (see smallFiles).
    */
-  cooldown?: { lastDeletionAt?: number; ms: number; sleep?: (ms: number) => Promise<void> };
+  cooldown?: { lastDeletionAt?: number; ms: number };
 }
 
 export interface SystemResult {
@@ -167,7 +167,7 @@ async function coolDown(ctx: Ctx): Promise<void> {
   const wait = cooldownWait(c, Date.now());
   if (!c || wait <= 0) return;
   ctx.log(`${ctx.target.system}: waiting ${(wait / 1000).toFixed(0)} s before the small-file runs (files deleted by the previous system's runs slow inode allocation for a minute on ext4 without a journal)`);
-  await (c.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms))))(wait);
+  await new Promise<void>((r) => setTimeout(r, wait));
 }
 
 async function smallFiles(ctx: Ctx): Promise<void> {

@@ -1,6 +1,6 @@
 /**
  * Coalescing of WRITE streams: per file, the set of 1 MiB blocks written since the last journal
- * entry. A file is flushed (one journal entry) when its writer commits, or once it has been quiet
+ * entry, and the smallest size it was cut to meanwhile (a truncation). A file is flushed (one journal entry) when its writer commits, or once it has been quiet
  * for `settleMs`, or at the latest `maxAgeMs` after its first unflushed write.
  */
 import { BLOCK_SIZE } from './hasher.js';
@@ -16,8 +16,16 @@ export interface CoalescerOptions {
 
 interface Dirty {
   blocks: Set<number>;
+  /** Smallest size the file was cut to since its last flush. */
+  cut?: number;
   since: number;
   timer: NodeJS.Timeout;
+}
+
+/** What a flush takes: the blocks written, and the cut (no earlier hash holds from its block on). */
+export interface Taken {
+  blocks: Set<number>;
+  cut?: number;
 }
 
 export class WriteCoalescer {
@@ -34,6 +42,21 @@ export class WriteCoalescer {
   note(fileid: bigint, offset: number, length: number): void {
     const first = Math.floor(offset / BLOCK_SIZE);
     const last = Math.floor((offset + Math.max(length, 1) - 1) / BLOCK_SIZE);
+    const d = this.touch(fileid);
+    for (let b = first; b <= last; b++) d.blocks.add(b);
+  }
+
+  /**
+   * The file was cut to `size` (SETATTR of the size, CREATE with a size over it): from the block
+   * the cut fell in onwards, the hashes of the last entry no longer hold, written again or not.
+   */
+  cut(fileid: bigint, size: number): void {
+    const d = this.touch(fileid);
+    d.cut = d.cut === undefined ? size : Math.min(d.cut, size);
+  }
+
+  /** The file's entry, made if missing, its settle timer started again. */
+  private touch(fileid: bigint): Dirty {
     let d = this.files.get(fileid);
     const now = Date.now();
     if (d) clearTimeout(d.timer);
@@ -41,10 +64,10 @@ export class WriteCoalescer {
       d = { blocks: new Set(), since: now, timer: undefined as unknown as NodeJS.Timeout };
       this.files.set(fileid, d);
     }
-    for (let b = first; b <= last; b++) d.blocks.add(b);
     const wait = Math.max(0, Math.min(this.settleMs, d.since + this.maxAgeMs - now));
     d.timer = setTimeout(() => this.opts.onSettle(fileid), wait);
     d.timer.unref();
+    return d;
   }
 
   has(fileid: bigint): boolean {
@@ -56,22 +79,20 @@ export class WriteCoalescer {
     return [...this.files.keys()];
   }
 
-  /** Take (and forget) the dirty blocks of a file; undefined when it has none. */
-  take(fileid: bigint): Set<number> | undefined {
+  /** Take (and forget) what is pending for a file; undefined when nothing is. */
+  take(fileid: bigint): Taken | undefined {
     const d = this.files.get(fileid);
     if (!d) return undefined;
     clearTimeout(d.timer);
     this.files.delete(fileid);
-    return d.blocks;
+    return { blocks: d.blocks, cut: d.cut };
   }
 
-  /** Put back blocks a failed flush took (merged with anything written since); flushed after settling. */
-  restore(fileid: bigint, blocks: Iterable<number>): void {
-    const had = this.files.get(fileid);
-    this.note(fileid, 0, 0);
-    const d = this.files.get(fileid)!;
-    if (!had) d.blocks.delete(0);
-    for (const b of blocks) d.blocks.add(b);
+  /** Put back what a failed flush took (merged with anything written since); flushed after settling. */
+  restore(fileid: bigint, taken: Taken): void {
+    const d = this.touch(fileid);
+    for (const b of taken.blocks) d.blocks.add(b);
+    if (taken.cut !== undefined) d.cut = d.cut === undefined ? taken.cut : Math.min(d.cut, taken.cut);
   }
 
   /** Forget everything (the zone is closing after a final flush). */

@@ -8,7 +8,7 @@ import { GvError } from '../errors.js';
 import { bump, EMPTY_VECTOR, merge, type VersionVector } from '../replication/vector.js';
 import type { Attr, CallContext, FileId, FileType, ZoneFs } from '../vfs/types.js';
 import { ChangeLog, type Change, type ChangeKind, type IndexEffect } from './changes.js';
-import { WriteCoalescer } from './coalesce.js';
+import { WriteCoalescer, type Taken } from './coalesce.js';
 import type { GvDatabase, Statement } from './db.js';
 import { BLOCK_SIZE, BlockHasher, type BlockReader } from './hasher.js';
 import type { IndexEntry, Tombstone } from './index-store.js';
@@ -237,18 +237,13 @@ export class ZoneJournal {
   }
 
   /**
-   * The file was cut to `size` (SETATTR of the size, CREATE with size 0 over it). Its next flush
+   * The file was cut to `size` (SETATTR of the size, CREATE with a size over it). Its next flush
    * reuses no block hash at or past the cut: a block written again after it may sit next to a hole
    * where the old content was, and a block not written again is not dirty.
    */
   noteTruncate(id: FileId, size: number): void {
-    if (this.closed) return;
-    const was = this.cuts.get(id);
-    this.cuts.set(id, was === undefined ? size : Math.min(was, size));
+    if (!this.closed) this.coalescer.cut(id, size);
   }
-
-  /** Smallest size each file was cut to since its last flush. */
-  private readonly cuts = new Map<FileId, number>();
 
   /**
    * Journal the content of `id` now: rehash its dirty blocks (plus what a size change touched) and
@@ -271,12 +266,11 @@ export class ZoneJournal {
   }
 
   /** The file was missing: gone, or caught between the two halves of a rename. Look again (3 times). */
-  private retryLater(id: FileId, dirty: Set<number>, cut: number | undefined): void {
+  private retryLater(id: FileId, taken: Taken): void {
     const n = this.retries.get(id) ?? 0;
     if (n < 3 && !this.closed) {
       this.retries.set(id, n + 1);
-      if (cut !== undefined) this.noteTruncate(id, cut);
-      this.coalescer.restore(id, dirty);
+      this.coalescer.restore(id, taken);
     } else this.retries.delete(id);
   }
 
@@ -291,15 +285,14 @@ export class ZoneJournal {
   private async flushNow(id: FileId, kind: 'write' | 'truncate' | 'create'): Promise<void> {
     const taken = this.coalescer.take(id);
     if (!taken && kind === 'write') return; // an earlier flush took these writes already
-    const dirty = taken ?? new Set<number>();
-    const cut = this.cuts.get(id);
-    this.cuts.delete(id);
+    const pending: Taken = taken ?? { blocks: new Set<number>() };
+    const { blocks: dirty, cut } = pending;
     let attr: Attr;
     try {
       attr = await this.opts.zone.getattr(JOURNAL_CTX, id);
     } catch (err) {
       if (err instanceof GvError && (err.code === 'ESTALE' || err.code === 'ENOENT')) {
-        this.retryLater(id, dirty, cut);
+        this.retryLater(id, pending);
         return;
       }
       throw err;
@@ -319,7 +312,7 @@ export class ZoneJournal {
       );
     } catch (err) {
       if (err instanceof GvError && (err.code === 'ESTALE' || err.code === 'ENOENT')) {
-        this.retryLater(id, dirty, cut);
+        this.retryLater(id, pending);
         return;
       }
       throw err;

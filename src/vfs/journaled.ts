@@ -130,7 +130,7 @@ class Journaled extends PassThroughZoneFs {
       // learn of it.
       if (this.journal.index.idByPath(path) === c.id) {
         const prev = this.journal.index.get(c.id);
-        if (prev && prev.type === 'file' && prev.path.equals(path)) {
+        if (prev && prev.type === 'file') {
           if (!sizeAsked || (prev.size === c.attr.size && prev.mtimeNs === timeNs(c.attr.mtime))) return undefined;
           this.journal.noteTruncate(c.id, Number(c.attr.size));
           return this.journal.flushFile(c.id, 'truncate');

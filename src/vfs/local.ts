@@ -1180,12 +1180,8 @@ export class LocalZoneFs implements ZoneFs {
     });
     if (todo.length === 0) return;
     const stats = await lstatMany(todo.map((i) => joinName(dirPath, page[i]!.name)));
-    let unrecorded = false;
-    for (let j = 0; j < todo.length && !unrecorded; j++) {
-      const st = stats[j];
-      unrecorded = st !== undefined && st.dev === this.dev && st.ino !== page[todo[j]!]!.id;
-    }
-    const fill = (): void => {
+    // One transaction for the records a page makes (a page with none costs an empty BEGIN/COMMIT).
+    this.nodes.batch(() => {
       todo.forEach((i, j) => {
         const st = stats[j];
         if (!st || st.dev !== this.dev) return; // vanished: no id (left out) or no attributes
@@ -1197,11 +1193,7 @@ export class LocalZoneFs implements ZoneFs {
         }
         if (withAttrs) e.attr = this.attrOf(st);
       });
-    };
-    // One transaction for the records a page makes; a page of known ids (a listing read again)
-    // needs none.
-    if (unrecorded) this.nodes.batch(fill);
-    else fill();
+    });
   }
 
   // ---------------------------------------------------------------- file system
