@@ -95,6 +95,21 @@ describe('NodeStore', () => {
     expect(s.count()).toBe(1);
   });
 
+  it('knows() a cached primary link with its birth time, and nothing else', () => {
+    const s = new NodeStore(db, 1);
+    const o = obs(10n, 2n, 'a', { btime: 777n });
+    s.observe(o);
+    expect(s.knows(10n, 2n, Buffer.from('a'), 777n)).toBe(true);
+    expect(s.knows(10n, 2n, Buffer.from('b'), o.btime)).toBe(false); // another name
+    expect(s.knows(10n, 3n, Buffer.from('a'), o.btime)).toBe(false); // another directory
+    expect(s.knows(10n, 2n, Buffer.from('a'), o.btime + 1n)).toBe(false); // another object, same inode
+    expect(s.knows(11n, 2n, Buffer.from('a'), o.btime)).toBe(false); // not recorded
+    s.observe(obs(12n, 2n, 'z'));
+    expect(s.knows(12n, 2n, Buffer.from('z'), 0n)).toBe(false); // no birth time: observe() decides
+    s.clearCache();
+    expect(s.knows(10n, 2n, Buffer.from('a'), o.btime)).toBe(false); // only what is in memory
+  });
+
   it('persists rows (large inode numbers, binary names) across a reopen', () => {
     const s = new NodeStore(db, 7);
     const big = (1n << 64n) - 5n;

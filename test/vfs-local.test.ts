@@ -759,13 +759,83 @@ describe('readdir', () => {
     expect(deleted.size).toBeGreaterThan(100);
   });
 
+  it('sorts a listing on cookie words exactly as on the 63-bit cookies, and makes the same cookies', async () => {
+    const { buildListing } = await import('../src/vfs/local-listing.js');
+    const { cookieOfWords, nameCookieWords, wordsOfCookie } = await import('../src/vfs/names.js');
+    const names: Buffer[] = [];
+    let seed = 12345;
+    for (let i = 0; i < 3000; i++) {
+      const len = 1 + (i % 40);
+      const n = Buffer.alloc(len);
+      for (let j = 0; j < len; j++) {
+        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+        n[j] = 1 + (seed >>> 16) % 255;
+      }
+      names.push(n);
+    }
+    const raw = names.map((name, i) => {
+      const w = { hi: 0, lo: 0 };
+      nameCookieWords(name, w);
+      return { hi: w.hi, lo: w.lo, name, id: BigInt(i + 1) };
+    });
+    const l = buildListing('k', raw);
+    const want = names.map((name) => ({ c: nameCookie(name), name }))
+      .sort((a, b) => (a.c < b.c ? -1 : a.c > b.c ? 1 : Buffer.compare(a.name, b.name)));
+    expect(l.cookies).toEqual(want.map((e) => e.c));
+    expect(l.names.map((n) => n.toString('hex'))).toEqual(want.map((e) => e.name.toString('hex')));
+    // the words are the cookie's halves, at the extremes too
+    for (const [hi, lo] of [[0, 3], [0x7fffffff, 0xffffffff], [1, 0], [0x12345678, 0x9abcdef0]] as const) {
+      const c = cookieOfWords(hi, lo);
+      expect(c).toBe((BigInt(hi) << 32n) | BigInt(lo));
+      const w = { hi: 0, lo: 0 };
+      wordsOfCookie(c, w);
+      expect(w).toEqual({ hi, lo });
+    }
+  });
+
   it('never splits entries sharing a cookie between pages', async () => {
     const { buildListing, pageEnd } = await import('../src/vfs/local-listing.js');
-    const l = buildListing('k', [5n, 7n, 7n, 7n, 9n].map((c, i) => ({ cookie: c, name: b(`n${i}`), id: BigInt(i + 10) })));
+    const l = buildListing('k', [5n, 7n, 7n, 7n, 9n].map((c, i) => ({ hi: 0, lo: Number(c), name: b(`n${i}`), id: BigInt(i + 10) })));
+    expect(l.cookies).toEqual([5n, 7n, 7n, 7n, 9n]);
     expect(pageEnd(l, 0, 2)).toBe(1); // would split the 7s → stop before them
     expect(pageEnd(l, 1, 2)).toBe(4); // the run alone exceeds the page → whole run
     expect(pageEnd(l, 0, 4)).toBe(4);
     expect(pageEnd(l, 4, 10)).toBe(5);
+  });
+
+  it('takes only the names that fit a byte budget (READDIRPLUS), so only those are looked up', async () => {
+    const d = await z.mkdir(ROOT, z.rootId, b('budget'), {});
+    for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(zoneDir, 'budget', `b${String(i).padStart(3, '0')}`), 'x');
+    const entryBytes = (n: number): number => 100 + n;
+    const ask = (cookie: bigint, bytes: number) => z.readdir(ROOT, d.id, {
+      cookie, verifier: COOKIE_VERIFIER, maxEntries: 1000, withAttrs: true, budget: { bytes, entryBytes },
+    });
+    let before = z.stats.listingStats;
+    // '.' (101) and '..' (102) first, then names of 4 bytes (104 each)
+    const p1 = await ask(0n, 203 + 10 * 104);
+    expect(p1.entries.map((e) => e.name.toString()).slice(0, 2)).toEqual(['.', '..']);
+    expect(p1.entries.length).toBe(12);
+    expect(z.stats.listingStats - before).toBe(10);
+    expect((await ask(0n, 203 + 10 * 104 - 1)).entries.length).toBe(11);
+    before = z.stats.listingStats;
+    const p2 = await ask(p1.entries[11]!.cookie, 5 * 104);
+    expect(p2.entries.length).toBe(5);
+    expect(p2.entries.every((e) => e.attr?.fileid === e.id)).toBe(true);
+    expect(z.stats.listingStats - before).toBe(5);
+    // A budget smaller than one entry still moves on by one name.
+    const p3 = await ask(p2.entries[4]!.cookie, 10);
+    expect(p3.entries.length).toBe(1);
+    // Every name once, in order, through budgeted pages.
+    const seen: string[] = [];
+    let cookie = 0n;
+    for (let guard = 0; guard < 200; guard++) {
+      const p = await ask(cookie, 7 * 104);
+      seen.push(...p.entries.map((e) => e.name.toString()).filter((n) => !n.startsWith('.')));
+      if (p.eof) break;
+      cookie = p.entries[p.entries.length - 1]!.cookie;
+    }
+    expect(seen.length).toBe(100);
+    expect(new Set(seen).size).toBe(100);
   });
 
   it('learns ids page by page: a listing is not lstat\'ed whole, every entry has its inode, a name gone by then is left out', async () => {
@@ -797,7 +867,9 @@ describe('readdir', () => {
     const ghost = path.join(zoneDir, 'ghosts');
     const g = await z.mkdir(ROOT, z.rootId, b('ghosts'), {});
     fs.writeFileSync(path.join(ghost, 'real'), 'r');
-    const spy = vi.spyOn(fsp, 'readdir').mockImplementationOnce((async () => [Buffer.from('real'), Buffer.from('ghost')]) as never);
+    // The directory is read synchronously or not by its size (readListing): answer both ways.
+    const spy = vi.spyOn(fsp, 'readdir').mockImplementationOnce((async () => ['real', 'ghost']) as never);
+    const spySync = vi.spyOn(fs, 'readdirSync').mockImplementationOnce((() => ['real', 'ghost']) as never);
     const builds = z.stats.listingBuilds;
     try {
       // One listing (the spy answers once): READDIR then READDIRPLUS pages of it.
@@ -809,8 +881,43 @@ describe('readdir', () => {
         expect(p.entries.every((e) => e.id !== 0n)).toBe(true);
       }
       expect(z.stats.listingBuilds).toBe(builds + 1);
+      // the listing came from one of the stand-ins (else 'ghost' was never offered)
+      expect(spy.mock.calls.length + spySync.mock.calls.length).toBe(1);
     } finally {
       spy.mockRestore();
+      spySync.mockRestore();
+    }
+  });
+
+  it('reads small directories synchronously and large ones on the threadpool, with the same listing', async () => {
+    const d = await z.mkdir(ROOT, z.rootId, b('sizes'), {});
+    for (let i = 0; i < 400; i++) fs.writeFileSync(path.join(zoneDir, 'sizes', `name-${i}`), '');
+    const size = fs.statSync(path.join(zoneDir, 'sizes')).size;
+    const all = async (): Promise<string[]> => {
+      const out: string[] = [];
+      let cookie = 0n;
+      for (let guard = 0; guard < 100; guard++) {
+        const p = await page(d.id, cookie, 64, COOKIE_VERIFIER, false);
+        out.push(...p.entries.map((e) => e.name.toString()));
+        if (p.eof) break;
+        cookie = p.entries[p.entries.length - 1]!.cookie;
+      }
+      return out;
+    };
+    // As many bytes per name as the directory has: one name by the estimate, read synchronously.
+    z.dirBytesPerEntry = size;
+    let syncs = z.stats.syncReaddirs;
+    const small = await all();
+    expect(z.stats.syncReaddirs).toBe(syncs + 1);
+    expect(small.length).toBe(402);
+    // One byte per name: over the limit (a directory of 400 names is more than 4,096 bytes here).
+    if (size > 4096) {
+      z.dirBytesPerEntry = 1;
+      fs.writeFileSync(path.join(zoneDir, 'sizes', 'one-more'), ''); // a new listing
+      syncs = z.stats.syncReaddirs;
+      const large = await all();
+      expect(z.stats.syncReaddirs).toBe(syncs);
+      expect(large.filter((n) => n !== 'one-more')).toEqual(small);
     }
   });
 

@@ -112,6 +112,15 @@ export class NodeStore {
     return row;
   }
 
+  /**
+   * True when the cached row of `fileid` already names it (parent, name) with this birth time:
+   * observe() would write nothing. A cheap check for listings, which meet every name once.
+   */
+  knows(fileid: bigint, parent: bigint, name: Buffer, btime: bigint): boolean {
+    const row = this.cache.get(fileid);
+    return row !== undefined && row.parent === parent && row.btime === btime && btime !== 0n && row.name.equals(name);
+  }
+
   /** Rows persisted for this zone (tests, stats). */
   count(): number {
     return Number(this.sCount.get(this.zoneId));

@@ -10,6 +10,7 @@ import {
   NFS3_COOKIEVERFSIZE, NFS3_CREATEVERFSIZE, nfsstat3, stable_how,
 } from './constants.js';
 import { handleFor, handleForNow, resolveHandle, resolveHandleNow, type Resolved, type ZoneRegistry } from './resolve.js';
+import { HANDLE_LENGTH } from './handle.js';
 import { statusOf } from './status.js';
 import {
   fileTypeOf, nameTooLong, readFh, readName, readPath, readSattr3, readTime, writeFattr3,
@@ -487,6 +488,11 @@ export const READDIR: Procedure = async (r, ctx, env) => {
   }
 };
 
+/** READDIRPLUS reply bytes besides its entries: status, dir post_op_attr, verifier, end of list, eof. */
+const READDIRPLUS_FIXED = 4 + POST_OP_ATTR_SIZE + 8 + 4 + 4;
+/** One entryplus3 with attributes and a handle: value-follows, fileid, name, cookie, post_op_attr, post_op_fh3. */
+const plusEntryBytes = (nameLength: number): number => 4 + 8 + xdrOpaqueSize(nameLength) + 8 + POST_OP_ATTR_SIZE + 4 + xdrOpaqueSize(HANDLE_LENGTH);
+
 export const READDIRPLUS: Procedure = async (r, ctx, env) => {
   const fh = readFh(r);
   const cookie = r.u64();
@@ -498,8 +504,11 @@ export const READDIRPLUS: Procedure = async (r, ctx, env) => {
     dir = await resolveHandle(env.zones, fh, ctx.client);
     const page = await dir.zone.readdir(ctx, dir.id, {
       cookie, verifier, maxEntries: entriesFor(Math.min(maxcount, Math.max(dircount, 512) * 8), 150), withAttrs: true,
+      // Only the entries that fit are looked up (each costs an lstat): sized with attributes and
+      // a handle, the most an entry takes.
+      budget: { bytes: maxcount - READDIRPLUS_FIXED, entryBytes: plusEntryBytes },
     });
-    let used = 4 + POST_OP_ATTR_SIZE + 8 + 4 + 4;
+    let used = READDIRPLUS_FIXED;
     let dirUsed = 0;
     const w = new XdrWriter(Math.min(maxcount, 1 << 20) + 256);
     w.u32(nfsstat3.NFS3_OK);

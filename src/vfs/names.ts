@@ -38,6 +38,23 @@ export function checkNewName(name: Buffer, dotCode: 'EEXIST' | 'EINVAL' = 'EINVA
  * changing it requires a new COOKIE_VERIFIER.
  */
 export function nameCookie(name: Buffer): bigint {
+  nameCookieWords(name, scratchWords);
+  return cookieOfWords(scratchWords.hi, scratchWords.lo);
+}
+
+/** A cookie as two numbers: `hi` (its top 31 bits) and `lo` (its low 32 bits). */
+export interface CookieWords {
+  hi: number;
+  lo: number;
+}
+
+const scratchWords: CookieWords = { hi: 0, lo: 0 };
+
+/**
+ * nameCookie(name) as its two words, into `out`, without making a BigInt: a listing of many
+ * names is sorted on these numbers and makes each cookie once, in order (cookieOfWords).
+ */
+export function nameCookieWords(name: Buffer, out: CookieWords): void {
   let h1 = 0x811c9dc5;
   let h2 = 0x9747b28c ^ name.length;
   for (let i = 0; i < name.length; i++) {
@@ -51,8 +68,31 @@ export function nameCookie(name: Buffer): bigint {
   // finalisers spread the last bytes over all bits
   h1 ^= h1 >>> 16; h1 = Math.imul(h1, 0x85ebca6b); h1 ^= h1 >>> 13; h1 = Math.imul(h1, 0xc2b2ae35); h1 ^= h1 >>> 16;
   h2 ^= h2 >>> 16; h2 = Math.imul(h2, 0x85ebca6b); h2 ^= h2 >>> 13; h2 = Math.imul(h2, 0xc2b2ae35); h2 ^= h2 >>> 16;
-  const c = (BigInt(h1 & 0x7fffffff) << 32n) | BigInt(h2 >>> 0);
-  return c <= COOKIE_DOTDOT ? c + 3n : c;
+  const hi = h1 & 0x7fffffff;
+  const lo = h2 >>> 0;
+  out.hi = hi;
+  // 0, 1 and 2 are the start and the dot entries: such a hash moves up by 3 (no carry: lo <= 2)
+  out.lo = hi === 0 && lo <= Number(COOKIE_DOTDOT) ? lo + 3 : lo;
+}
+
+// One BigInt per cookie instead of three (shift, or, and the two conversions), where the
+// platform's byte order lets a 64-bit view read the two words back.
+const wordView = new Uint32Array(2);
+const bigView = new BigUint64Array(wordView.buffer);
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** The cookie made of two words (hi < 2^31, lo < 2^32). */
+export function cookieOfWords(hi: number, lo: number): bigint {
+  if (!LITTLE_ENDIAN) return (BigInt(hi) << 32n) | BigInt(lo);
+  wordView[0] = lo;
+  wordView[1] = hi;
+  return bigView[0]!;
+}
+
+/** The two words of a cookie (the inverse of cookieOfWords). */
+export function wordsOfCookie(c: bigint, out: CookieWords): void {
+  out.hi = Number(c >> 32n);
+  out.lo = Number(c & 0xffffffffn);
 }
 
 /** Join a directory path and a checked name (both Buffers), without normalising anything. */

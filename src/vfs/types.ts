@@ -112,6 +112,12 @@ export interface ReaddirOptions {
   /** Stop once this many entries are gathered; the NFS layer trims by byte budget afterwards. */
   maxEntries: number;
   withAttrs: boolean;
+  /**
+   * Stop before the entries' encoded size (by `entryBytes` of each name's length) would pass
+   * `bytes`; at least one name is always taken. Lets READDIRPLUS look up only the entries that
+   * fit its reply instead of a fixed count estimated from the smallest entry.
+   */
+  budget?: { bytes: number; entryBytes: (nameLength: number) => number };
 }
 
 export interface FsStat {
