@@ -65,25 +65,18 @@ const GONE = new Set(['ENOENT', 'ENOTDIR', 'ELOOP']);
  */
 const SYNC_READDIR_MAX_NAMES = 4096;
 /**
- * The fewest bytes of a directory's st_size one name accounts for, by filesystem: ext4 and xfs
+ * What we rely on per filesystem (statfs f_type): the most links a file may have (PATHCONF), and
+ * the fewest bytes of a directory's st_size one name accounts for (readListing): ext4 and xfs
  * store each name in a record of 12 bytes or more, tmpfs counts 20 per name, btrfs twice the
- * name's length, ZFS one per name. Other filesystems count as 1 (only tiny directories are read
- * synchronously there).
+ * name's length, ZFS one per name. An unknown filesystem counts 1 byte a name (only tiny
+ * directories are read synchronously there).
  */
-const DIR_BYTES_PER_ENTRY = new Map<number, number>([
-  [0xef53, 12], // ext2/3/4
-  [0x58465342, 12], // xfs
-  [0x01021994, 20], // tmpfs
-  [0x9123683e, 2], // btrfs
-  [0x2fc12fc1, 1], // zfs
-]);
-
-const statfsMagicLinkMax = new Map<number, number>([
-  [0xef53, 65000], // ext2/3/4
-  [0x58465342, 2147483647], // xfs
-  [0x2fc12fc1, 2147483647], // zfs
-  [0x9123683e, 65535], // btrfs
-  [0x01021994, 2147483647], // tmpfs
+const FS_TRAITS = new Map<number, { linkMax: number; dirBytesPerEntry: number }>([
+  [0xef53, { linkMax: 65000, dirBytesPerEntry: 12 }], // ext2/3/4
+  [0x58465342, { linkMax: 2147483647, dirBytesPerEntry: 12 }], // xfs
+  [0x2fc12fc1, { linkMax: 2147483647, dirBytesPerEntry: 1 }], // zfs
+  [0x9123683e, { linkMax: 65535, dirBytesPerEntry: 2 }], // btrfs
+  [0x01021994, { linkMax: 2147483647, dirBytesPerEntry: 20 }], // tmpfs
 ]);
 
 /**
@@ -240,7 +233,7 @@ export class LocalZoneFs implements ZoneFs {
     nodes.observe({ fileid: st.ino, parent: st.ino, name: Buffer.alloc(0), btime: st.birthtimeNs, type: typeCode(st), nlink: 1 });
     const z = new LocalZoneFs(opts, rootPath, st, nodes);
     try {
-      z.dirBytesPerEntry = DIR_BYTES_PER_ENTRY.get(Number((await fsp.statfs(real)).type) >>> 0) ?? 1;
+      z.dirBytesPerEntry = FS_TRAITS.get(Number((await fsp.statfs(real)).type) >>> 0)?.dirBytesPerEntry ?? 1;
     } catch {
       /* unknown: every directory counts as large */
     }
@@ -1272,7 +1265,7 @@ export class LocalZoneFs implements ZoneFs {
       const r = await this.resolve(id);
       const s = await fsp.statfs(this.rootPath);
       const conf: PathConf = {
-        linkMax: statfsMagicLinkMax.get(Number(s.type) >>> 0) ?? 32000,
+        linkMax: FS_TRAITS.get(Number(s.type) >>> 0)?.linkMax ?? 32000,
         nameMax: NAME_MAX,
         noTrunc: true,
         chownRestricted: true,
