@@ -1,7 +1,8 @@
 /**
  * Coalescing of WRITE streams: per file, the set of 1 MiB blocks written since the last journal
- * entry, and the smallest size it was cut to meanwhile (a truncation). A file is flushed (one journal entry) when its writer commits, or once it has been quiet
- * for `settleMs`, or at the latest `maxAgeMs` after its first unflushed write.
+ * entry, and the smallest size it was cut to meanwhile (a truncation). A file is flushed (one
+ * journal entry) when its writer commits, or once it has been quiet for `settleMs`, or at the
+ * latest `maxAgeMs` after its first unflushed write.
  */
 import { BLOCK_SIZE } from './hasher.js';
 
@@ -28,6 +29,11 @@ export interface Taken {
   cut?: number;
 }
 
+/** The file was cut to `size`: its pending cut is the smaller of the two. */
+function lowerCut(d: Dirty, size: number): void {
+  d.cut = d.cut === undefined ? size : Math.min(d.cut, size);
+}
+
 export class WriteCoalescer {
   private readonly files = new Map<bigint, Dirty>();
   private readonly settleMs: number;
@@ -51,8 +57,7 @@ export class WriteCoalescer {
    * the cut fell in onwards, the hashes of the last entry no longer hold, written again or not.
    */
   cut(fileid: bigint, size: number): void {
-    const d = this.touch(fileid);
-    d.cut = d.cut === undefined ? size : Math.min(d.cut, size);
+    lowerCut(this.touch(fileid), size);
   }
 
   /** The file's entry, made if missing, its settle timer started again. */
@@ -92,7 +97,7 @@ export class WriteCoalescer {
   restore(fileid: bigint, taken: Taken): void {
     const d = this.touch(fileid);
     for (const b of taken.blocks) d.blocks.add(b);
-    if (taken.cut !== undefined) d.cut = d.cut === undefined ? taken.cut : Math.min(d.cut, taken.cut);
+    if (taken.cut !== undefined) lowerCut(d, taken.cut);
   }
 
   /** Forget everything (the zone is closing after a final flush). */
